@@ -1,0 +1,100 @@
+"""The relaxed-layer contract: ``f(x) = f_eq(x) + θ·W(x)`` (METHOD.md §1)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+ProjectionMode = Literal["drop", "orthogonal"]
+FreeInit = Literal["zeros", "normal"]
+
+
+class RelaxedLayer(nn.Module):
+    """Base class of every relaxed layer.
+
+    Implementations must guarantee:
+
+    * ``theta`` (a 0-d buffer, set from outside by :func:`set_theta`) scales the free term;
+      with ``theta == 0`` the layer computes exactly its equivariant part.
+    * ``projected(mode)`` returns a *new* module of the original equivariant type (no
+      relaxation term) equal to ``f_eq + θ·Π(W)`` for ``"orthogonal"`` and ``f_eq`` for
+      ``"drop"``; applying it twice changes nothing (idempotent).
+    * ``penalty_norm`` / ``penalty_lie`` / ``penalty_proj`` are means (per element), so
+      their weights do not depend on batch size, width or depth. ``penalty_lie`` returns
+      ``None`` for groups without a Lie algebra (C_N). The activation penalties use the
+      input recorded by the last forward pass while ``record_inputs`` is on (detached,
+      at most ``penalty_samples`` samples), so only ``W`` receives their gradient.
+    """
+
+    #: how many samples of the batch the activation penalties look at (unbiased: per-sample mean)
+    penalty_samples: int = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("theta", torch.zeros(()), persistent=True)
+        self.strength: float = 1.0
+        self.record_inputs: bool = False
+        self._recorded: object | None = None
+
+    # ---- to implement -------------------------------------------------------------
+    def free_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def projected(self, mode: ProjectionMode = "orthogonal") -> nn.Module:
+        raise NotImplementedError
+
+    def penalty_norm(self) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def penalty_lie(self) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def penalty_proj(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- shared -------------------------------------------------------------------
+    def _record(self, x: torch.Tensor) -> None:
+        if self.record_inputs and self.training:
+            self._recorded = x[: self.penalty_samples].detach()
+
+    def extra_repr(self) -> str:
+        return f"theta={float(self.theta):.4g}, strength={self.strength:.4g}"
+
+
+def relaxed_layers(model: nn.Module) -> list[RelaxedLayer]:
+    """All relaxed layers of ``model`` in module order."""
+    return [m for m in model.modules() if isinstance(m, RelaxedLayer)]
+
+
+def set_theta(model: nn.Module, theta: float) -> None:
+    """Set every relaxed layer's θ to ``theta × layer.strength``."""
+    for layer in relaxed_layers(model):
+        layer.theta.fill_(float(theta) * layer.strength)
+
+
+def set_layer_strengths(model: nn.Module, strengths: list[float] | float | None) -> None:
+    """Per-layer relaxation strengths: a list (one per relaxed layer, in order), or a
+    float ``d`` meaning ``d**depth`` (geometric decay with depth), or ``None`` (all 1)."""
+    layers = relaxed_layers(model)
+    if strengths is None:
+        values = [1.0] * len(layers)
+    elif isinstance(strengths, (int, float)):
+        values = [float(strengths) ** i for i in range(len(layers))]
+    else:
+        if len(strengths) != len(layers):
+            raise ValueError(
+                f"layer strengths: got {len(strengths)} values for {len(layers)} relaxed layers"
+            )
+        values = [float(s) for s in strengths]
+    for layer, s in zip(layers, values, strict=True):
+        layer.strength = s
+
+
+def record_inputs(model: nn.Module, on: bool) -> None:
+    """Switch input recording (needed by the activation penalties) for every relaxed layer."""
+    for layer in relaxed_layers(model):
+        layer.record_inputs = on
+        if not on:
+            layer._recorded = None
