@@ -14,18 +14,58 @@ from ._base import (
     set_layer_strengths,
     set_theta,
 )
+from ._equivariance import make_certificate, relative_error
+from ._escnn import (
+    BlockProjector,
+    RelaxedLinear,
+    RelaxedR2Conv,
+    field_generator_action,
+    relax_model,
+    reset_free,
+)
+from ._export import (
+    NotExportableError,
+    check_exportable,
+    export_escnn,
+    register_exporter,
+    to_torchscript,
+)
+from ._penalties import PENALTIES, compute_penalties
+from ._projection import project_model, reset_free_terms
+from ._schedules import SCHEDULE_FAMILIES, Schedule, make_schedule, relaxation_end
 from ._vector import SO3_GENERATORS, RelaxedVectorLinear, VectorLinear, project_vector_map
 
 __all__ = [
+    "PENALTIES",
+    "SCHEDULE_FAMILIES",
+    "SO3_GENERATORS",
+    "BlockProjector",
     "FreeInit",
+    "NotExportableError",
     "ProjectionMode",
     "RelaxedLayer",
+    "RelaxedLinear",
+    "RelaxedR2Conv",
     "RelaxedVectorLinear",
-    "SO3_GENERATORS",
+    "Schedule",
     "VectorLinear",
+    "check_exportable",
+    "compute_penalties",
+    "export_escnn",
+    "field_generator_action",
+    "make_certificate",
+    "make_schedule",
+    "project_model",
     "project_vector_map",
     "record_inputs",
+    "register_exporter",
+    "relax_model",
+    "relaxation_end",
+    "relative_error",
     "relaxed_layers",
+    "reset_free",
+    "reset_free_terms",
     "set_layer_strengths",
     "set_theta",
+    "to_torchscript",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -61,6 +62,22 @@ class RelaxedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"theta={float(self.theta):.4g}, strength={self.strength:.4g}"
+
+
+def copy_module(module: nn.Module) -> nn.Module:
+    """Deep copy that also works for escnn modules in eval mode.
+
+    escnn convolutions cache their expanded filter (a non-leaf tensor) when switched to
+    eval mode, and such tensors refuse ``deepcopy``; copying in train mode avoids it.
+    """
+    was_training = module.training
+    module.train()
+    try:
+        copied = copy.deepcopy(module)
+    finally:
+        module.train(was_training)
+    copied.train(was_training)
+    return copied
 
 
 def relaxed_layers(model: nn.Module) -> list[RelaxedLayer]:

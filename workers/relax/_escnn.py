@@ -1,0 +1,299 @@
+"""Relaxed escnn layers: ``R2Conv`` (any gspace on R², C_N and SO(2) included) and ``Linear``.
+
+The free term ``K_free`` is a dense kernel of the same shape as the expanded equivariant
+filter, so the layer applies ``K_eq + θ·K_free`` as one convolution (METHOD.md §1).
+
+Projection uses the layer's own steerable basis. escnn builds one small basis per pair of
+(input field type, output field type) and reuses it for every pair of fields of those types
+(:class:`escnn.nn.modules.basismanager.BlocksBasisExpansion`). We project block by block
+with that small basis — a least-squares fit, i.e. the orthogonal projection in Frobenius
+norm — and never build the basis matrix of the whole layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from escnn import nn as enn
+from escnn.nn.modules.basismanager import BlocksBasisExpansion
+from torch import nn
+
+from ._base import FreeInit, ProjectionMode, RelaxedLayer, copy_module
+
+
+class BlockProjector(nn.Module):
+    """Least-squares projection of dense kernels onto the span of an escnn basis expansion.
+
+    ``coefficients(K)`` returns the weight vector ``w`` (escnn's layout) minimising
+    ``‖expand(w) − K‖``; ``project(K) = expand(coefficients(K))``.
+    """
+
+    def __init__(self, expansion: BlocksBasisExpansion) -> None:
+        super().__init__()
+        self.expansion = expansion
+        self.dimension = expansion.dimension()
+        self._pinv: dict[tuple[str, str], torch.Tensor] = {}
+        for io_pair in expansion._representations_pairs:
+            block = getattr(expansion, f"block_expansion_{expansion._escape_pair(io_pair)}")
+            basis = block.sampled_basis.detach().to(torch.float64)  # (D, o, i, S)
+            flat = basis.reshape(basis.shape[0], -1)  # (D, o·i·S)
+            # pinv of the (small) block basis: coefficients = K_block · pinv
+            self._pinv[io_pair] = torch.linalg.pinv(flat).to(torch.float32)  # (o·i·S, D)
+
+    def _gather(self, kernel: torch.Tensor, io_pair: tuple[str, str], o: int, i: int) -> torch.Tensor:
+        """Blocks of ``kernel (out, in, S)`` for ``io_pair`` as ``(n_out·n_in, o·i·S)``, in
+        escnn's coefficient order (output field major)."""
+        ex = self.expansion
+        name = ex._escape_pair(io_pair)
+        in_idx = getattr(ex, f"in_indices_{name}")
+        out_idx = getattr(ex, f"out_indices_{name}")
+        n_in, n_out = ex._in_count[io_pair[0]], ex._out_count[io_pair[1]]
+        S = kernel.shape[-1]
+        if ex._contiguous[io_pair]:
+            sub = kernel[out_idx[0] : out_idx[1], in_idx[0] : in_idx[1], :]
+        else:
+            sub = kernel[out_idx, in_idx, :].reshape(n_out * o, n_in * i, S)
+        sub = sub.reshape(n_out, o, n_in, i, S).permute(0, 2, 1, 3, 4)
+        return sub.reshape(n_out * n_in, o * i * S)
+
+    def coefficients(self, kernel: torch.Tensor) -> torch.Tensor:
+        """Weights (escnn layout, shape ``(dimension,)``) of the projection of ``kernel``."""
+        ex = self.expansion
+        kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
+        weights = kernel.new_zeros(self.dimension)
+        for io_pair, pinv in self._pinv.items():
+            block = getattr(ex, f"block_expansion_{ex._escape_pair(io_pair)}")
+            _, o, i, _ = block.sampled_basis.shape
+            coeff = self._gather(kernel, io_pair, o, i) @ pinv.to(kernel)
+            start, stop = ex._weights_ranges[io_pair]
+            weights[start:stop] = coeff.reshape(-1)
+        return weights
+
+    def project(self, kernel: torch.Tensor) -> torch.Tensor:
+        """The orthogonal projection of ``kernel`` onto the equivariant kernels, same shape."""
+        return self.expansion(self.coefficients(kernel)).reshape(kernel.shape)
+
+
+def _invariant_bias_projection(bias_expansion: torch.Tensor, free_bias: torch.Tensor) -> torch.Tensor:
+    """Coefficients of the least-squares fit of ``free_bias`` by the invariant (trivial-irrep)
+    directions that escnn's ``bias_expansion`` spans."""
+    pinv = torch.linalg.pinv(bias_expansion.to(torch.float64)).to(free_bias)
+    return pinv @ free_bias
+
+
+class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
+    """Shared machinery of relaxed escnn layers built on a ``BlocksBasisExpansion``."""
+
+    def __init__(self, layer: nn.Module, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
+        super().__init__()
+        if not isinstance(getattr(layer, "basisexpansion", None), BlocksBasisExpansion):
+            raise TypeError(f"{type(layer).__name__} has no blocks basis expansion to relax")
+        self.in_type = layer.in_type
+        self.out_type = layer.out_type
+        self.equivariant = layer
+        filt, bias = layer.expand_parameters()
+        self.free = nn.Parameter(torch.zeros_like(filt.detach()))
+        self.free_bias = (
+            nn.Parameter(torch.zeros(self.out_type.size)) if bias is not None else None
+        )
+        reset_free(self, init, init_std)
+        self.projector = BlockProjector(layer.basisexpansion)
+
+    # ---- forward -------------------------------------------------------------------
+    def combined_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        filt, bias = self.equivariant.expand_parameters()
+        filt = filt + self.theta * self.free
+        if bias is not None and self.free_bias is not None:
+            bias = bias + self.theta * self.free_bias
+        return filt, bias
+
+    def evaluate_output_shape(self, input_shape):  # escnn's abstract API
+        return self.equivariant.evaluate_output_shape(input_shape)
+
+    # ---- method --------------------------------------------------------------------
+    def free_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.free, self.free_bias) if p is not None]
+
+    def projected(self, mode: ProjectionMode = "orthogonal") -> nn.Module:
+        if mode not in ("drop", "orthogonal"):
+            raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
+        out = copy_module(self.equivariant)
+        if mode == "orthogonal":
+            with torch.no_grad():
+                theta = float(self.theta)
+                out.weights.add_(theta * self.projector.coefficients(self.free.detach()))
+                if out.bias is not None and self.free_bias is not None:
+                    coeff = _invariant_bias_projection(out.bias_expansion, self.free_bias.detach())
+                    out.bias.add_(theta * coeff)
+        out.train(self.training)
+        return out
+
+    def penalty_proj(self) -> torch.Tensor:
+        proj = self.projector.project(self.free)
+        penalty = (self.free - proj).pow(2).mean()
+        if self.free_bias is not None and self.equivariant.bias is not None:
+            coeff = _invariant_bias_projection(self.equivariant.bias_expansion, self.free_bias)
+            residual = self.free_bias - self.equivariant.bias_expansion.to(coeff) @ coeff
+            penalty = penalty + residual.pow(2).mean()
+        return penalty
+
+
+class RelaxedR2Conv(_RelaxedEscnnLayer):
+    """Relaxed :class:`escnn.nn.R2Conv`: one ``conv2d`` with kernel ``K_eq + θ·K_free``."""
+
+    def __init__(self, conv: enn.R2Conv, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
+        super().__init__(conv, init, init_std)
+        self._generators = _lie_generators(self.in_type), _lie_generators(self.out_type)
+
+    def _conv(self, x: torch.Tensor, filt: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        c = self.equivariant
+        if c.padding_mode == "zeros":
+            return F.conv2d(x, filt, bias, c.stride, c.padding, c.dilation, c.groups)
+        x = F.pad(x, c._reversed_padding_repeated_twice, c.padding_mode)
+        return F.conv2d(x, filt, bias, c.stride, 0, c.dilation, c.groups)
+
+    def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        assert input.type == self.in_type, "input field type does not match the layer's in_type"
+        self._record(input.tensor)
+        filt, bias = self.combined_parameters()
+        return enn.GeometricTensor(self._conv(input.tensor, filt, bias), self.out_type)
+
+    def penalty_norm(self) -> torch.Tensor | None:
+        if self._recorded is None:
+            return None
+        return self._conv(self._recorded, self.free, None).pow(2).mean()
+
+    def lie_derivative(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """``L_A(W) x = W(dρ_in(A) x) − dρ_out(A)(W x)`` for the rotation generator ``A``.
+
+        On feature fields the generator acts on the fibre *and* rotates the grid:
+        ``(dρ(A) f)(p) = dρ_fibre(A) f(p) − ∇f(p)·(A p)``. The spatial gradient uses a
+        5-point central-difference stencil, exact for cubic polynomials: the result equals
+        the continuous Lie derivative up to the grid's discretisation error.
+        """
+        gen_in, gen_out = self._generators
+        if gen_in is None or gen_out is None:
+            raise ValueError("the Lie derivative needs a continuous rotation group (SO(2), O(2))")
+        kernel = self.free if kernel is None else kernel
+        x_in = field_generator_action(x, gen_in.to(x))
+        wx = self._conv(x, kernel, None)
+        return self._conv(x_in, kernel, None) - field_generator_action(wx, gen_out.to(x))
+
+    def penalty_lie(self) -> torch.Tensor | None:
+        if self._recorded is None or self._generators[0] is None:
+            return None
+        return self.lie_derivative(self._recorded).pow(2).mean()
+
+
+class RelaxedLinear(_RelaxedEscnnLayer):
+    """Relaxed :class:`escnn.nn.Linear` (fields without a base space): ``y = (M_eq + θ·M_free) x``."""
+
+    def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
+        assert input.type == self.in_type, "input field type does not match the layer's in_type"
+        self._record(input.tensor)
+        mat, bias = self.combined_parameters()
+        return enn.GeometricTensor(F.linear(input.tensor, mat, bias), self.out_type, input.coords)
+
+    def penalty_norm(self) -> torch.Tensor | None:
+        if self._recorded is None:
+            return None
+        return F.linear(self._recorded, self.free).pow(2).mean()
+
+    def penalty_lie(self) -> torch.Tensor | None:
+        gen_in, gen_out = _lie_generators(self.in_type), _lie_generators(self.out_type)
+        if self._recorded is None or gen_in is None or gen_out is None:
+            return None
+        w = self.free
+        lie = w @ gen_in.to(w) - gen_out.to(w) @ w
+        return F.linear(self._recorded, lie).pow(2).mean()
+
+
+# ---- Lie algebra of the fibre representation ------------------------------------------
+def _lie_generators(field_type: enn.FieldType) -> torch.Tensor | None:
+    """``dρ(A)`` of the field type's fibre representation for the rotation generator, or
+    ``None`` when the group is discrete (C_N, D_N) and has no Lie algebra.
+
+    Computed by a float64 central difference of ``ρ(rotation(±ε))``; the error is ``O(ε²k³)``
+    for frequency ``k``, i.e. ~1e-12 here.
+    """
+    group = field_type.fibergroup
+    if not getattr(group, "continuous", False):
+        return None
+    eps = 1e-5
+    try:
+        plus = field_type.representation(group.element(eps, "radians"))
+        minus = field_type.representation(group.element(-eps, "radians"))
+    except Exception:  # groups whose elements are not plain rotation angles (e.g. O(2))
+        plus = field_type.representation(group.element((0, eps), "radians"))
+        minus = field_type.representation(group.element((0, -eps), "radians"))
+    gen = (torch.as_tensor(plus, dtype=torch.float64) - torch.as_tensor(minus, dtype=torch.float64)) / (2 * eps)
+    return gen.to(torch.float32)
+
+
+_STENCIL = torch.tensor([1.0, -8.0, 0.0, 8.0, -1.0]) / 12.0
+
+
+def _spatial_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂/∂(row) and ∂/∂(col) of ``x (B, C, H, W)`` by a 5-point stencil (zero padding)."""
+    c = x.shape[1]
+    k = _STENCIL.to(x)
+    d_row = F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), padding=(2, 0), groups=c)
+    d_col = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), padding=(0, 2), groups=c)
+    return d_row, d_col
+
+
+def field_generator_action(x: torch.Tensor, fibre_generator: torch.Tensor) -> torch.Tensor:
+    """``dρ(A) f`` for a feature field ``x (B, C, H, W)`` under the rotation generator.
+
+    Rotation about the grid centre, in escnn's orientation: ``[g·f](p) = ρ(g) f(g⁻¹p)``
+    where a positive angle moves the top row to the left column (checked in the tests,
+    where the opposite orientation makes the Lie derivative of an equivariant kernel large).
+    """
+    b, c, h, w = x.shape
+    fibre = torch.einsum("oc,bchw->bohw", fibre_generator, x)
+    d_row, d_col = _spatial_gradient(x)
+    rows = torch.arange(h, dtype=x.dtype, device=x.device) - (h - 1) / 2
+    cols = torch.arange(w, dtype=x.dtype, device=x.device) - (w - 1) / 2
+    r = rows.view(1, 1, h, 1)
+    q = cols.view(1, 1, 1, w)
+    # velocity of a point under the infinitesimal rotation, in (row, col) coordinates
+    v_row, v_col = ROTATION_SIGN * q, -ROTATION_SIGN * r
+    return fibre - (d_row * v_row + d_col * v_col)
+
+
+#: orientation of escnn's rotations in (row, col) index space (see the tests).
+ROTATION_SIGN = -1.0
+
+
+# ---- model-level helpers ---------------------------------------------------------------
+def reset_free(
+    layer: RelaxedLayer, init: FreeInit, init_std: float, generator: torch.Generator | None = None
+) -> None:
+    """(Re-)initialise a layer's free term: zeros, or i.i.d. normal with std ``init_std``."""
+    for p in layer.free_parameters():
+        with torch.no_grad():
+            if init == "zeros":
+                p.zero_()
+            elif init == "normal":
+                p.copy_(torch.randn(p.shape, generator=generator) * init_std)
+            else:
+                raise ValueError(f"relax.init: expected 'zeros' or 'normal', got {init!r}")
+
+
+RELAXABLE: dict[type, type[_RelaxedEscnnLayer]] = {enn.R2Conv: RelaxedR2Conv, enn.Linear: RelaxedLinear}
+
+
+def relax_model(model: nn.Module, init: FreeInit = "normal", init_std: float = 1e-2) -> nn.Module:
+    """Wrap every relaxable escnn layer of ``model`` (in place) with its relaxed version.
+
+    Walks the module tree (``SequentialModule``, ``ModuleList``, user modules …) and
+    replaces each ``R2Conv`` / ``Linear`` child; returns ``model`` for chaining. A user's own
+    escnn architecture can be relaxed this way without rewriting it.
+    """
+    for name, child in list(model.named_children()):
+        relaxed_type = RELAXABLE.get(type(child))
+        if relaxed_type is not None:
+            setattr(model, name, relaxed_type(child, init=init, init_std=init_std))
+        elif not isinstance(child, RelaxedLayer):
+            relax_model(child, init=init, init_std=init_std)
+    return model
