@@ -1,0 +1,157 @@
+"""An E(3)-equivariant EGNN (Satorras et al., 2021) whose vector updates are relaxable.
+
+The graph is fully connected over a fixed number of particles, so everything is written
+densely over ``(batch, N, N)`` pairs: no scatter ops, no data-dependent shapes, which keeps
+the model ``torch.jit.trace``-able.
+
+Per layer, with scalar node features ``h_i``, positions ``x_i`` and velocities ``v_i``:
+
+* messages ``m_ij = φ_e(h_i, h_j, ‖x_i − x_j‖², q_i q_j)``;
+* ``C`` vector channels per node ``V_ic = mean_j (x_i − x_j) φ_x(m_ij)_c``, plus ``v_i`` and
+  the gated ``φ_v(h_i) v_i`` (EGNN's velocity term);
+* the new velocity is a :class:`~workers.relax.RelaxedVectorLinear` mix of those ``C + 2``
+  channels, and ``x_i ← x_i + v_i``;
+* ``h_i ← h_i + φ_h(h_i, mean_j m_ij)``.
+
+Only the vector mix is relaxed: every other map sees invariant scalars, so with ``θ = 0``
+(or after projection) the model is exactly E(3)-equivariant. Even relaxed it stays
+translation-equivariant, since the mixed vectors are differences and velocities.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from workers.relax import RelaxedLayer, RelaxedVectorLinear, VectorLinear
+
+
+def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class EGNNLayer(nn.Module):
+    """One EGNN message-passing layer with a relaxable velocity update."""
+
+    def __init__(self, hidden: int, vector_channels: int, n_particles: int) -> None:
+        super().__init__()
+        self.edge_mlp = _mlp([2 * hidden + 2, hidden, hidden], final_activation=True)
+        self.coord_mlp = _mlp([hidden, hidden, vector_channels], final_activation=False)
+        self.velocity_gate = _mlp([hidden, hidden, 1], final_activation=False)
+        self.node_mlp = _mlp([2 * hidden, hidden, hidden], final_activation=False)
+        # EGNN initialises the last coordinate layer tiny: large early position updates
+        # make the squared distances of later layers explode
+        nn.init.xavier_uniform_(self.coord_mlp[-1].weight, gain=1e-3)
+        nn.init.zeros_(self.coord_mlp[-1].bias)
+        self.vector_mix: nn.Module = RelaxedVectorLinear(vector_channels + 2, 1)
+        with torch.no_grad():
+            # start as plain EGNN: new velocity = gated old velocity + aggregated differences
+            weight = self.vector_mix.equivariant.weight
+            weight.zero_()
+            weight[0, 1:] = 1.0
+        self.register_buffer("neighbours", 1.0 - torch.eye(n_particles), persistent=False)
+        self.inv_degree = 1.0 / (n_particles - 1)
+
+    def forward(
+        self, h: torch.Tensor, x: torch.Tensor, v: torch.Tensor, qq: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = h.shape[1]
+        diff = x.unsqueeze(2) - x.unsqueeze(1)  # (B, N, N, 3): x_i − x_j
+        dist2 = diff.pow(2).sum(-1, keepdim=True)
+        h_i = h.unsqueeze(2).expand(-1, -1, n, -1)
+        h_j = h.unsqueeze(1).expand(-1, n, -1, -1)
+        mask = self.neighbours.unsqueeze(-1)
+        messages = self.edge_mlp(torch.cat([h_i, h_j, dist2, qq], dim=-1)) * mask
+
+        weights = self.coord_mlp(messages) * mask  # (B, N, N, C)
+        aggregated = torch.einsum("bijc,bijd->bicd", weights, diff) * self.inv_degree
+        gated = self.velocity_gate(h).unsqueeze(-1) * v.unsqueeze(2)  # (B, N, 1, 3)
+        vectors = torch.cat([v.unsqueeze(2), gated, aggregated], dim=2)  # (B, N, C+2, 3)
+        v = self.vector_mix(vectors).squeeze(2)
+        x = x + v
+
+        pooled = messages.sum(2) * self.inv_degree
+        h = h + self.node_mlp(torch.cat([h, pooled], dim=-1))
+        return h, x, v
+
+
+class NBodyEGNN(nn.Module):
+    """Predicts positions at a later frame from ``(positions, velocities, charges)``.
+
+    Inputs are ``(B, N, 3)``, ``(B, N, 3)``, ``(B, N, 1)``; the output is ``(B, N, 3)``:
+    the input positions plus the sum of the per-layer updates.
+    """
+
+    def __init__(
+        self, hidden: int = 64, layers: int = 4, vector_channels: int = 4, n_particles: int = 5
+    ) -> None:
+        super().__init__()
+        if hidden < 1 or layers < 1 or vector_channels < 1 or n_particles < 2:
+            raise ValueError(
+                "nbody model: hidden, layers, vector_channels must be >= 1 and n_particles >= 2"
+            )
+        self.hidden = hidden
+        self.n_particles = n_particles
+        # node scalars: charge and speed (both E(3)-invariant)
+        self.embed = nn.Linear(2, hidden)
+        self.layers = nn.ModuleList(
+            EGNNLayer(hidden, vector_channels, n_particles) for _ in range(layers)
+        )
+
+    def forward(
+        self, positions: torch.Tensor, velocities: torch.Tensor, charges: torch.Tensor
+    ) -> torch.Tensor:
+        speed = velocities.norm(dim=-1, keepdim=True)
+        h = self.embed(torch.cat([charges, speed], dim=-1))
+        qq = charges.unsqueeze(2) * charges.unsqueeze(1)  # (B, N, N, 1): q_i q_j
+        x, v = positions, velocities
+        for layer in self.layers:
+            h, x, v = layer(h, x, v, qq)
+        return x
+
+    def export(self) -> nn.Module:
+        """A plain-torch copy in eval mode computing the same function.
+
+        Only defined once the model is projected (no relaxed layer left, see
+        :func:`workers.relax.project_model`): a relaxed layer's free term is not
+        equivariant, so exporting it would silently ship a non-equivariant model.
+        The copy keeps the source untouched (its mode and storage).
+        """
+        remaining = [name for name, m in self.named_modules() if isinstance(m, RelaxedLayer)]
+        if remaining:
+            raise ValueError(
+                f"nbody model: project before export; relaxed layers left: {remaining}"
+            )
+        exported = copy.deepcopy(self)
+        exported.eval()
+        return exported
+
+
+#: module types the exported model may contain (checked when the model is built)
+_EXPORTABLE = (
+    nn.Linear,
+    nn.SiLU,
+    nn.Sequential,
+    nn.ModuleList,
+    VectorLinear,
+    RelaxedVectorLinear,
+    EGNNLayer,
+    NBodyEGNN,
+)
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise ``TypeError`` naming the first module that ``export()`` could not handle."""
+    for name, module in model.named_modules():
+        if not isinstance(module, _EXPORTABLE):
+            raise TypeError(
+                f"nbody model: module {name or '<root>'} ({type(module).__name__}) "
+                "is not exportable to plain torch"
+            )
