@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +9,21 @@ import pytest
 import torch
 from torch import nn
 
-from workers.relax import RelaxedVectorLinear, relaxed_layers, set_theta
+from workers.relax import (
+    NotExportableError,
+    project_model,
+    relaxed_layers,
+    reset_free_terms,
+    set_theta,
+    to_torchscript,
+)
 from workers.tasks import _nbody_sim
 from workers.tasks._base import Task
+from workers.tasks._egnn import check_exportable
 from workers.tasks._nbody_sim import NBodySimConfig, load_or_simulate, simulate_charged
 from workers.tasks.nbody import ELEMENT_NAMES, NBodyTask
 
 TINY_MODEL = {"hidden": 16, "layers": 2, "vector_channels": 3}
-
-
-def _project(model: nn.Module, mode: str = "orthogonal") -> nn.Module:
-    """A copy of ``model`` with every relaxed layer replaced by its projection."""
-    projected = copy.deepcopy(model)
-    for module in list(projected.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, RelaxedVectorLinear):
-                setattr(module, child_name, child.projected(mode))
-    assert not relaxed_layers(projected)
-    return projected
 
 
 def _reference_trajectory(
@@ -211,7 +207,7 @@ def test_relaxed_breaks_and_projection_restores_equivariance() -> None:
     # the relaxed term acts on differences and velocities: translations stay exact
     assert errors["trans"] < 1e-5
     for mode in ("orthogonal", "drop"):
-        projected = _project(model, mode)
+        projected = project_model(model, mode)
         assert max(task.equivariance_errors(projected, inputs, seed=1).values()) < 1e-5
 
 
@@ -227,16 +223,16 @@ def test_export_requires_projection_and_matches_after_it() -> None:
     task = NBodyTask(TINY_MODEL, {})
     model = task.build_model(0)
     _relax_randomly(model)
-    with pytest.raises(ValueError, match="project"):
+    with pytest.raises(NotExportableError, match="project"):
         model.export()
-    projected = _project(model)
+    projected = project_model(model)
     projected.train()
     exported = projected.export()
     assert projected.training  # export works on a copy
     inputs = _random_inputs(seed=3)
     expected = projected(*inputs)
     torch.testing.assert_close(exported(*inputs), expected)
-    traced = torch.jit.trace(exported, _random_inputs(n=4, seed=4))
+    traced = to_torchscript(exported, _random_inputs(n=4, seed=4))
     torch.testing.assert_close(traced(*inputs), expected)
     with torch.no_grad():
         next(exported.parameters()).add_(1.0)
@@ -258,3 +254,16 @@ def test_a_few_adam_steps_reduce_the_loss(tmp_path: Path) -> None:
     with torch.no_grad():
         after = float(task.loss(model(pos, vel, charges), target))
     assert after < 0.7 * before
+
+
+def test_library_free_term_reset_reaches_every_vector_mix() -> None:
+    model = NBodyTask(TINY_MODEL, {}).build_model(0)
+    reset_free_terms(model, "normal", 0.01, seed=0)
+    assert all(int(torch.count_nonzero(layer.free)) > 0 for layer in relaxed_layers(model))
+
+
+def test_exportability_check_names_the_module() -> None:
+    model = NBodyTask(TINY_MODEL, {}).build_model(0)
+    model.layers[1].extra = nn.Dropout()
+    with pytest.raises(NotExportableError, match=r"layers\.1\.extra"):
+        check_exportable(model)

@@ -25,7 +25,7 @@ import copy
 import torch
 from torch import nn
 
-from workers.relax import RelaxedLayer, RelaxedVectorLinear, VectorLinear
+from workers.relax import NotExportableError, RelaxedLayer, RelaxedVectorLinear, VectorLinear
 
 
 def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
@@ -126,8 +126,8 @@ class NBodyEGNN(nn.Module):
         """
         remaining = [name for name, m in self.named_modules() if isinstance(m, RelaxedLayer)]
         if remaining:
-            raise ValueError(
-                f"nbody model: project before export; relaxed layers left: {remaining}"
+            raise NotExportableError(
+                f"nbody model: project the model before exporting it; relaxed layers: {remaining}"
             )
         exported = copy.deepcopy(self)
         exported.eval()
@@ -148,10 +148,11 @@ _EXPORTABLE = (
 
 
 def check_exportable(model: nn.Module) -> None:
-    """Raise ``TypeError`` naming the first module that ``export()`` could not handle."""
+    """Raise :class:`~workers.relax.NotExportableError` naming the first module that
+    :meth:`NBodyEGNN.export` could not turn into plain torch."""
     for name, module in model.named_modules():
         if not isinstance(module, _EXPORTABLE):
-            raise TypeError(
-                f"nbody model: module {name or '<root>'} ({type(module).__name__}) "
+            raise NotExportableError(
+                f"nbody model: module '{name or '<root>'}' ({type(module).__name__}) "
                 "is not exportable to plain torch"
             )
