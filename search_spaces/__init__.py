@@ -1,0 +1,78 @@
+"""Job specs and declarative hyperparameter search spaces (no torch, escnn or ray).
+
+The public surface: :func:`parse_spec` reads a job spec into a :class:`JobSpec`; its
+:meth:`JobSpec.resolved_space` is a :class:`SearchSpace` whose :meth:`SearchSpace.suggest`
+samples a trial's flat hyperparameters (:func:`default_hparams` lists every key). Presets live
+in ``presets/*.yaml``, example specs in ``examples/*.yaml``. Every refusal is a
+:class:`SpecError` naming the offending field.
+"""
+
+from search_spaces._defaults import (
+    CHOICES,
+    INITS,
+    PROJECTIONS,
+    SCHEDULE_FAMILIES,
+    SCHEDULE_PARAMS,
+    check_hparams,
+    default_hparams,
+    hparam_keys,
+    parse_set_overrides,
+)
+from search_spaces._document import MAX_DEPTH, MAX_DOCUMENT_BYTES, load_document
+from search_spaces._errors import SpecError
+from search_spaces._examples import example_path, list_examples
+from search_spaces._params import (
+    CategoricalParam,
+    FixedParam,
+    FloatParam,
+    IntParam,
+    Param,
+    SearchSpace,
+)
+from search_spaces._presets import list_presets, load_preset
+from search_spaces._spec import (
+    TASK_ENTRY_POINT_GROUP,
+    AshaOptions,
+    Budget,
+    JobSpec,
+    Objective,
+    Resources,
+    gpu_available,
+    parse_spec,
+    registered_tasks,
+)
+
+__all__ = [
+    "CHOICES",
+    "INITS",
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "PROJECTIONS",
+    "SCHEDULE_FAMILIES",
+    "SCHEDULE_PARAMS",
+    "TASK_ENTRY_POINT_GROUP",
+    "AshaOptions",
+    "Budget",
+    "CategoricalParam",
+    "FixedParam",
+    "FloatParam",
+    "IntParam",
+    "JobSpec",
+    "Objective",
+    "Param",
+    "Resources",
+    "SearchSpace",
+    "SpecError",
+    "check_hparams",
+    "default_hparams",
+    "example_path",
+    "gpu_available",
+    "hparam_keys",
+    "list_examples",
+    "list_presets",
+    "load_document",
+    "load_preset",
+    "parse_set_overrides",
+    "parse_spec",
+    "registered_tasks",
+]
