@@ -1,0 +1,87 @@
+"""Service configuration: one pydantic-settings class read from ``RELAXTUNE_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PLACEHOLDER_SECRETS", "Settings"]
+
+#: Values that appear in examples and compose files; a production deployment still using
+#: one of them as a password or token has forgotten to set a real secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "password",
+        "postgres",
+        "relaxtune",
+        "example",
+        "admin",
+        "test",
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Everything the API, the controller and the database commands need to know.
+
+    Each field can be set from the environment as ``RELAXTUNE_<FIELD>`` (for example
+    ``RELAXTUNE_DB=postgresql+psycopg://…``); keyword arguments override the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RELAXTUNE_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    db: str = Field("sqlite:///relaxtune.db", description="SQLAlchemy URL of the job database")
+    artifacts: Path = Field(Path("./artifacts"), description="artifact folder (best checkpoints)")
+    max_body_bytes: int = Field(256 * 1024, gt=0, description="largest accepted request body")
+
+    # Per-tenant limits, checked when a job is submitted.
+    max_trials: int = Field(256, gt=0, description="largest budget.trials of one job")
+    max_epochs: int = Field(200, gt=0, description="largest budget.epochs of one job")
+    max_concurrent_jobs: int = Field(
+        4, gt=0, description="most queued + running jobs one tenant may have"
+    )
+
+    admin_token: SecretStr | None = Field(
+        None,
+        description="optional static admin bearer token (bootstraps a fresh deployment); "
+        "prefer tokens made with `relaxtune token create`",
+    )
+
+    ray_address: str | None = Field(None, description="Ray cluster address; None starts Ray")
+    ray_storage: str | None = Field(None, description="Ray Tune storage path (shared storage)")
+
+    worker_id: str | None = Field(
+        None, description="controller identity used to resume its own jobs (default: hostname)"
+    )
+    heartbeat_s: float = Field(10.0, gt=0, description="controller heartbeat period")
+    stale_after_s: float = Field(
+        600.0, gt=0, description="a running job without heartbeat for this long is requeued"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        """Outside development, refuse secrets copied from examples."""
+        if self.env != "production":
+            return self
+        password = urlsplit(self.db).password
+        if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "RELAXTUNE_DB uses a placeholder password; set a real one in production"
+            )
+        if self.admin_token is not None:
+            token = self.admin_token.get_secret_value()
+            if token.lower() in PLACEHOLDER_SECRETS or len(token) < 24:
+                raise ValueError(
+                    "RELAXTUNE_ADMIN_TOKEN is a placeholder or shorter than 24 characters; "
+                    "set a random one in production (or unset it and use `relaxtune token create`)"
+                )
+        return self

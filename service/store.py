@@ -1,0 +1,717 @@
+"""The job store: job rows and API tokens on SQLAlchemy (SQLite or PostgreSQL).
+
+The store is the only shared state between the API process and the controller: the API writes
+a ``queued`` row, a controller claims it (``queued`` → ``running``), reports progress and
+heartbeats on it, and finishes it. Optuna's tables live in the same database (one study per
+job, ``job-<id>``); :meth:`JobStore.upgrade` creates both schemas.
+
+Contract (what every backend must guarantee, checked by ``tests/service/test_store_contract.py``
+on SQLite and PostgreSQL):
+
+- job ids are random and unguessable; malformed ids never reach a query;
+- a job is claimed by at most one worker, however many claim concurrently;
+- a tenant never sees another tenant's job (it is :class:`~service.errors.NotFound`);
+- token plaintext is never stored, only its SHA-256; revoked tokens do not authenticate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from service.errors import Conflict, LimitExceeded, NotFound, StoreError
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "JOB_ID_PATTERN",
+    "TERMINAL_STATUSES",
+    "Job",
+    "JobStatus",
+    "JobStore",
+    "Principal",
+    "study_name",
+    "validate_job_id",
+]
+
+logger = logging.getLogger(__name__)
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")
+TERMINAL_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")
+
+#: ``secrets.token_hex(8)``: 64 random bits, lowercase hex.
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+_TOKEN_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+_TOKEN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_TOKEN_PREFIX = "rt"
+
+metadata = sa.MetaData()
+
+jobs_table = sa.Table(
+    "relaxtune_jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("progress", sa.Text, nullable=False),
+    sa.Column("best", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("claimed_by", sa.String(200), nullable=True),
+    sa.Index("ix_relaxtune_jobs_queue", "status", "created_at"),
+)
+
+tokens_table = sa.Table(
+    "relaxtune_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite keeps no time zone; every timestamp the store writes is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def study_name(job_id: str) -> str:
+    """Name of the Optuna study that holds a job's trials."""
+    return f"job-{validate_job_id(job_id)}"
+
+
+def validate_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it is well formed, else raise :class:`NotFound`.
+
+    A malformed id cannot name an existing job, so it is reported like a missing one; the check
+    also keeps arbitrary user text out of queries and file paths (``<artifacts>/jobs/<id>``).
+    """
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise NotFound("job not found")
+    return job_id
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's name, its tenant, and whether it may see every tenant."""
+
+    name: str
+    tenant: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One search job as stored (a snapshot; the row may have moved on)."""
+
+    id: str
+    tenant: str
+    name: str
+    spec: dict[str, Any]
+    status: str
+    cancel_requested: bool
+    progress: dict[str, Any]
+    best: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    claimed_by: str | None = None
+
+    @property
+    def study_name(self) -> str:
+        """Name of the job's Optuna study."""
+        return f"job-{self.id}"
+
+    @property
+    def finished(self) -> bool:
+        """True once the job reached a terminal status."""
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (timestamps as ISO 8601)."""
+        out: dict[str, Any] = {}
+        for key in (
+            "id",
+            "tenant",
+            "name",
+            "spec",
+            "status",
+            "cancel_requested",
+            "progress",
+            "best",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "heartbeat_at",
+            "claimed_by",
+        ):
+            value = getattr(self, key)
+            out[key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def _from_row(cls, row: sa.Row[Any]) -> Job:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            tenant=m["tenant"],
+            name=m["name"],
+            spec=json.loads(m["spec"]),
+            status=m["status"],
+            cancel_requested=bool(m["cancel_requested"]),
+            progress=json.loads(m["progress"]) if m["progress"] else {},
+            best=json.loads(m["best"]) if m["best"] else None,
+            error=m["error"],
+            created_at=_utc(m["created_at"]),  # type: ignore[arg-type]
+            started_at=_utc(m["started_at"]),
+            finished_at=_utc(m["finished_at"]),
+            heartbeat_at=_utc(m["heartbeat_at"]),
+            claimed_by=m["claimed_by"],
+        )
+
+
+def _initial_progress(spec: dict[str, Any]) -> dict[str, Any]:
+    budget = spec.get("budget") if isinstance(spec.get("budget"), dict) else {}
+    total = budget.get("trials") if isinstance(budget, dict) else None
+    return {
+        "complete": 0,
+        "pruned": 0,
+        "failed": 0,
+        "running": 0,
+        "total": total if isinstance(total, int) else None,
+        "best_value": None,
+    }
+
+
+def create_engine_for(url: str) -> Engine:
+    """Engine with the pool and connection settings the store relies on.
+
+    SQLite: WAL (readers never block the writer), a busy timeout instead of immediate
+    "database is locked", and SQLAlchemy-controlled ``BEGIN`` so that write transactions can
+    take the write lock up front (``BEGIN IMMEDIATE``) and cannot fail half-way on a stale
+    snapshot. PostgreSQL: a bounded pool, pre-ping to survive server restarts.
+    """
+    sa_url = sa.engine.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        if sa_url.database in (None, "", ":memory:"):
+            raise ValueError("the job store needs a SQLite file (sqlite:///path.db), not memory")
+        engine = sa.create_engine(
+            sa_url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("relaxtune_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return sa.create_engine(
+        sa_url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_recycle=1800,
+    )
+
+
+class JobStore:
+    """Jobs and API tokens in one SQL database (see the module docstring for the contract).
+
+    Methods are thread-safe (each uses its own pooled connection) and may be called from
+    several processes on the same database.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_engine_for(url)
+        self.dialect = self.engine.dialect.name
+        self._optuna_storage: Any = None
+
+    def __repr__(self) -> str:
+        return f"JobStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        if self._optuna_storage is not None:
+            self._optuna_storage.engine.dispose()
+        self.engine.dispose()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self, operation: str) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(operation, exc) from exc
+
+    @contextmanager
+    def _write(self, operation: str) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(relaxtune_write=True)
+                with conn.begin():
+                    yield conn
+        except IntegrityError as exc:
+            raise Conflict(f"{operation}: conflicts with an existing row") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(operation, exc) from exc
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create the service tables and create or upgrade Optuna's schema (idempotent)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(relaxtune_write=True)
+                with conn.begin():
+                    metadata.create_all(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError("creating the service tables", exc) from exc
+        self._upgrade_optuna()
+
+    def _upgrade_optuna(self) -> None:
+        # Imported here: optuna is heavy and only the schema commands and trial reads need it.
+        from optuna.storages import RDBStorage
+
+        try:
+            # Creating the storage creates Optuna's tables when missing; a database made by an
+            # older Optuna fails the compatibility check, so skip it and migrate explicitly.
+            storage = RDBStorage(self.url, skip_compatibility_check=True)
+            try:
+                if storage.get_current_version() != storage.get_head_version():
+                    logger.info("upgrading the Optuna schema to %s", storage.get_head_version())
+                    storage.upgrade()
+            finally:
+                storage.engine.dispose()
+        except SQLAlchemyError as exc:
+            raise StoreError("creating or upgrading Optuna's tables", exc) from exc
+
+    def optuna_storage(self) -> Any:
+        """A cached ``optuna.storages.RDBStorage`` on this database (for reading studies).
+
+        It neither creates nor migrates tables: that is :meth:`upgrade`'s job.
+        """
+        if self._optuna_storage is None:
+            from optuna.storages import RDBStorage
+
+            try:
+                self._optuna_storage = RDBStorage(
+                    self.url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    skip_compatibility_check=True,
+                    skip_table_creation=True,
+                )
+            except SQLAlchemyError as exc:
+                raise StoreError("opening the Optuna storage", exc) from exc
+        return self._optuna_storage
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        tenant: str,
+        spec: dict[str, Any],
+        name: str = "",
+        *,
+        max_active: int | None = None,
+    ) -> Job:
+        """Insert a ``queued`` job and return it.
+
+        With ``max_active``, fail with :class:`~service.errors.LimitExceeded` instead when the
+        tenant already has that many queued or running jobs; the count and the insert happen in
+        one transaction serialised per tenant, so concurrent submissions cannot overshoot.
+        """
+        now = _now()
+        job_id = secrets.token_hex(8)
+        values = {
+            "id": job_id,
+            "tenant": tenant,
+            "name": (name or "")[:200],
+            "spec": json.dumps(spec, sort_keys=True),
+            "status": "queued",
+            "cancel_requested": False,
+            "progress": json.dumps(_initial_progress(spec)),
+            "best": None,
+            "error": None,
+            "created_at": now,
+        }
+        with self._write("creating a job") as conn:
+            if max_active is not None:
+                if self.dialect == "postgresql":
+                    # Serialise submissions of one tenant (READ COMMITTED would let two
+                    # concurrent transactions both see room for one more job).
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                        {"key": f"relaxtune-tenant:{tenant}"},
+                    )
+                active = self._count_active(conn, tenant)
+                if active >= max_active:
+                    raise LimitExceeded(
+                        f"tenant {tenant!r} already has {active} queued or running jobs "
+                        f"(limit {max_active}); wait for one to finish or cancel one"
+                    )
+            conn.execute(jobs_table.insert().values(**values))
+            row = conn.execute(jobs_table.select().where(jobs_table.c.id == job_id)).one()
+        return Job._from_row(row)
+
+    def get_job(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job with this id; with ``tenant``, another tenant's job is :class:`NotFound`."""
+        validate_job_id(job_id)
+        query = jobs_table.select().where(jobs_table.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs_table.c.tenant == tenant)
+        with self._read("reading a job") as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job._from_row(row)
+
+    def list_jobs(
+        self, tenant: str | None = None, *, status: str | None = None, limit: int = 1000
+    ) -> list[Job]:
+        """Jobs, newest first; only ``tenant``'s when given."""
+        query = (
+            jobs_table.select()
+            .order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+            .limit(limit)
+        )
+        if tenant is not None:
+            query = query.where(jobs_table.c.tenant == tenant)
+        if status is not None:
+            query = query.where(jobs_table.c.status == status)
+        with self._read("listing jobs") as conn:
+            rows = conn.execute(query).all()
+        return [Job._from_row(r) for r in rows]
+
+    @staticmethod
+    def _count_active(conn: Connection, tenant: str) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(jobs_table)
+            .where(jobs_table.c.tenant == tenant, jobs_table.c.status.in_(ACTIVE_STATUSES))
+        )
+        return int(conn.execute(query).scalar_one())
+
+    def count_active_jobs(self, tenant: str) -> int:
+        """Number of the tenant's queued or running jobs."""
+        with self._read("counting jobs") as conn:
+            return self._count_active(conn, tenant)
+
+    def claim_next(self, worker_id: str) -> Job | None:
+        """Atomically move the oldest queued job to ``running`` for ``worker_id``.
+
+        One statement does both: ``UPDATE … WHERE id = (oldest queued) AND status = 'queued'``.
+        On PostgreSQL the subquery locks with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers
+        take different jobs instead of queueing on the same row; on SQLite the write
+        transaction (``BEGIN IMMEDIATE``) serialises claimers. Returns ``None`` when the queue
+        is empty.
+        """
+        candidate = (
+            sa.select(jobs_table.c.id)
+            .where(jobs_table.c.status == "queued", jobs_table.c.cancel_requested.is_(False))
+            .order_by(jobs_table.c.created_at, jobs_table.c.id)
+            .limit(1)
+        )
+        if self.dialect == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        now = _now()
+        update = (
+            jobs_table.update()
+            .where(jobs_table.c.id == candidate.scalar_subquery(), jobs_table.c.status == "queued")
+            .values(
+                status="running",
+                claimed_by=worker_id,
+                started_at=now,
+                heartbeat_at=now,
+                error=None,
+                finished_at=None,
+            )
+            .returning(*jobs_table.c)
+        )
+        with self._write("claiming a job") as conn:
+            row = conn.execute(update).first()
+        return Job._from_row(row) if row is not None else None
+
+    def claim(self, job_id: str, worker_id: str, *, allow_running: bool = False) -> Job:
+        """Claim one given job (``relaxtune run --job`` resuming it).
+
+        A ``queued`` or ``failed`` job can be claimed; a ``running`` one only with
+        ``allow_running`` (its previous driver is known to be dead: the caller takes over).
+        Raises :class:`Conflict` otherwise.
+        """
+        validate_job_id(job_id)
+        allowed = ["queued", "failed"] + (["running"] if allow_running else [])
+        now = _now()
+        update = (
+            jobs_table.update()
+            .where(jobs_table.c.id == job_id, jobs_table.c.status.in_(allowed))
+            .values(
+                status="running",
+                claimed_by=worker_id,
+                started_at=now,
+                heartbeat_at=now,
+                error=None,
+                finished_at=None,
+                cancel_requested=False,
+            )
+            .returning(*jobs_table.c)
+        )
+        with self._write("claiming a job") as conn:
+            row = conn.execute(update).first()
+            if row is None:
+                current = conn.execute(
+                    sa.select(jobs_table.c.status).where(jobs_table.c.id == job_id)
+                ).scalar_one_or_none()
+        if row is None:
+            if current is None:
+                raise NotFound(f"job {job_id} not found")
+            raise Conflict(f"job {job_id} is {current}; it cannot be claimed")
+        return Job._from_row(row)
+
+    def _update_running(self, job_id: str, operation: str, **values: Any) -> None:
+        validate_job_id(job_id)
+        with self._write(operation) as conn:
+            result = conn.execute(
+                jobs_table.update().where(jobs_table.c.id == job_id).values(**values)
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"job {job_id} not found")
+
+    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        """Replace the job's progress summary (and count it as a heartbeat)."""
+        self._update_running(
+            job_id,
+            "updating progress",
+            progress=json.dumps(progress, default=str),
+            heartbeat_at=_now(),
+        )
+
+    def heartbeat(self, job_id: str) -> None:
+        """Record that the job's driver is alive."""
+        self._update_running(job_id, "recording a heartbeat", heartbeat_at=_now())
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        best: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Job:
+        """Move the job to a terminal status, recording the best trial or the error text."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"finish() needs one of {TERMINAL_STATUSES}, not {status!r}")
+        now = _now()
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": now,
+            "heartbeat_at": now,
+            "error": error,
+        }
+        if best is not None:
+            values["best"] = json.dumps(best, default=str)
+        self._update_running(job_id, "finishing a job", **values)
+        return self.get_job(job_id)
+
+    def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        """Ask for a job to stop.
+
+        A queued job is cancelled at once (no driver holds it); a running one is flagged and its
+        driver stops at the next check. Cancelling a finished job is a :class:`Conflict`.
+        """
+        self.get_job(job_id, tenant)  # NotFound for another tenant's job
+        now = _now()
+        with self._write("cancelling a job") as conn:
+            queued = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
+                .values(status="cancelled", cancel_requested=True, finished_at=now)
+            ).rowcount
+            running = 0
+            if not queued:
+                running = conn.execute(
+                    jobs_table.update()
+                    .where(jobs_table.c.id == job_id, jobs_table.c.status == "running")
+                    .values(cancel_requested=True)
+                ).rowcount
+        if not queued and not running:
+            raise Conflict(f"job {job_id} already {self.get_job(job_id).status}")
+        return self.get_job(job_id)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked the job to stop."""
+        validate_job_id(job_id)
+        with self._read("reading a cancel flag") as conn:
+            value = conn.execute(
+                sa.select(jobs_table.c.cancel_requested).where(jobs_table.c.id == job_id)
+            ).scalar_one_or_none()
+        if value is None:
+            raise NotFound(f"job {job_id} not found")
+        return bool(value)
+
+    def requeue_running(
+        self, worker_id: str | None = None, *, stale_after_s: float | None = None
+    ) -> list[str]:
+        """Put jobs left ``running`` by a dead driver back in the queue; return their ids.
+
+        ``worker_id`` limits this to that worker's jobs (a controller restarting); with
+        ``stale_after_s`` only jobs whose last heartbeat is older are touched (any worker's).
+        A job whose cancellation had been requested is cancelled instead of requeued.
+        """
+        conditions = [jobs_table.c.status == "running"]
+        if worker_id is not None:
+            conditions.append(jobs_table.c.claimed_by == worker_id)
+        if stale_after_s is not None:
+            cutoff = _now() - timedelta(seconds=stale_after_s)
+            conditions.append(
+                sa.or_(jobs_table.c.heartbeat_at.is_(None), jobs_table.c.heartbeat_at < cutoff)
+            )
+        now = _now()
+        with self._write("requeueing jobs") as conn:
+            conn.execute(
+                jobs_table.update()
+                .where(*conditions, jobs_table.c.cancel_requested.is_(True))
+                .values(status="cancelled", finished_at=now)
+            )
+            rows = conn.execute(
+                jobs_table.update()
+                .where(*conditions)
+                .values(status="queued", claimed_by=None, started_at=None)
+                .returning(jobs_table.c.id)
+            ).all()
+        ids = [r[0] for r in rows]
+        if ids:
+            logger.info("requeued %d job(s) left running: %s", len(ids), ", ".join(ids))
+        return ids
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    def create_token(self, name: str, tenant: str | None = None, admin: bool = False) -> str:
+        """Create an API token and return its plaintext (the only time it is available).
+
+        The tenant defaults to the token's name. Only the SHA-256 of the token is stored.
+        """
+        if not _TOKEN_NAME_PATTERN.fullmatch(name):
+            raise ValueError("token name: 1-64 characters of letters, digits, '_', '.', '@', '-'")
+        tenant = tenant if tenant is not None else name
+        if not _TOKEN_NAME_PATTERN.fullmatch(tenant):
+            raise ValueError("tenant: 1-64 characters of letters, digits, '_', '.', '@', '-'")
+        token_id = secrets.token_hex(8)
+        # The id travels in the token so that lookup is by a non-secret key and the secret part
+        # is compared in constant time.
+        token = f"{_TOKEN_PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
+        try:
+            with self._write("creating a token") as conn:
+                conn.execute(
+                    tokens_table.insert().values(
+                        id=token_id,
+                        name=name,
+                        tenant=tenant,
+                        token_hash=_hash_token(token),
+                        admin=admin,
+                        created_at=_now(),
+                        revoked_at=None,
+                    )
+                )
+        except Conflict as exc:
+            raise Conflict(f"a token named {name!r} already exists") from exc
+        return token
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal of a valid, unrevoked token, else ``None``."""
+        parts = token.split("_", 2) if isinstance(token, str) else []
+        if (
+            len(parts) != 3
+            or parts[0] != _TOKEN_PREFIX
+            or not _TOKEN_ID_PATTERN.fullmatch(parts[1])
+        ):
+            return None
+        with self._read("authenticating") as conn:
+            row = conn.execute(tokens_table.select().where(tokens_table.c.id == parts[1])).first()
+        if row is None:
+            return None
+        m = row._mapping
+        if not hmac.compare_digest(m["token_hash"], _hash_token(token)):
+            return None
+        if m["revoked_at"] is not None:
+            return None
+        return Principal(name=m["name"], tenant=m["tenant"], admin=bool(m["admin"]))
+
+    def revoke_token(self, name: str) -> None:
+        """Revoke the token with this name (:class:`NotFound` when there is none)."""
+        with self._write("revoking a token") as conn:
+            result = conn.execute(
+                tokens_table.update()
+                .where(tokens_table.c.name == name, tokens_table.c.revoked_at.is_(None))
+                .values(revoked_at=_now())
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"no active token named {name!r}")
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Token metadata (never the hashes): name, tenant, admin, created, revoked."""
+        with self._read("listing tokens") as conn:
+            rows = conn.execute(tokens_table.select().order_by(tokens_table.c.created_at)).all()
+        return [
+            {
+                "name": r.name,
+                "tenant": r.tenant,
+                "admin": bool(r.admin),
+                "created_at": _utc(r.created_at),
+                "revoked_at": _utc(r.revoked_at),
+            }
+            for r in rows
+        ]
