@@ -118,6 +118,7 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         if mode not in ("drop", "orthogonal"):
             raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
         out = copy_module(self.equivariant)
+        out.train()  # escnn caches the expanded filter in eval mode: rebuild it after the edit
         if mode == "orthogonal":
             with torch.no_grad():
                 theta = float(self.theta)
@@ -227,7 +228,7 @@ def _lie_generators(field_type: enn.FieldType) -> torch.Tensor | None:
         plus = field_type.representation(group.element((0, eps), "radians"))
         minus = field_type.representation(group.element((0, -eps), "radians"))
     gen = (torch.as_tensor(plus, dtype=torch.float64) - torch.as_tensor(minus, dtype=torch.float64)) / (2 * eps)
-    return gen.to(torch.float32)
+    return gen
 
 
 _STENCIL = torch.tensor([1.0, -8.0, 0.0, 8.0, -1.0]) / 12.0
