@@ -1,0 +1,60 @@
+"""Job dashboards: plain-data views of a job's Optuna study and their plotly drawings.
+
+Plots come in pairs, one function computing plain data (``learning_curves``) and one drawing
+it (``draw_learning_curves``); the page functions assemble them into one self-contained HTML
+page. Nothing here imports torch, escnn or ray: the API process serves these pages.
+"""
+
+from service.dashboard._data import (
+    best_trial_summary,
+    certificate_table,
+    epoch_records,
+    equivariance_curves,
+    learning_curves,
+    param_names,
+    parameter_table,
+    relax_param_names,
+    state_counts,
+    theta_curves,
+)
+from service.dashboard._figures import (
+    draw_equivariance,
+    draw_learning_curves,
+    draw_optimization_history,
+    draw_parallel_coordinate,
+    draw_param_importances,
+    draw_theta,
+)
+from service.dashboard._page import (
+    CHART_IDS,
+    DEFAULT_LINK_FORMAT,
+    progress_fraction,
+    render_dashboard,
+    render_jobs_list,
+    warm_up,
+)
+
+__all__ = [
+    "CHART_IDS",
+    "DEFAULT_LINK_FORMAT",
+    "best_trial_summary",
+    "certificate_table",
+    "draw_equivariance",
+    "draw_learning_curves",
+    "draw_optimization_history",
+    "draw_parallel_coordinate",
+    "draw_param_importances",
+    "draw_theta",
+    "epoch_records",
+    "equivariance_curves",
+    "learning_curves",
+    "param_names",
+    "parameter_table",
+    "progress_fraction",
+    "relax_param_names",
+    "render_dashboard",
+    "render_jobs_list",
+    "state_counts",
+    "theta_curves",
+    "warm_up",
+]
