@@ -1,0 +1,39 @@
+# Two commands: `make run` (set up, then run the quick search on the embedded default)
+# and `make test` (set up, then run the whole test suite, PostgreSQL half included).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# a local CPU wheel of torch, when the machine has one (avoids a multi-GB CUDA download)
+TORCH_LINKS := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,)
+SPEC ?= search_spaces/examples/quick_rotmnist.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint system-deps clean
+
+setup: $(STAMP)
+
+system-deps:
+	scripts/install_system_deps.sh
+
+$(STAMP): pyproject.toml scripts/install_system_deps.sh
+	scripts/install_system_deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel setuptools
+	$(BIN)/pip install -q "torch==2.13.0" $(TORCH_LINKS) || $(BIN)/pip install -q "torch>=2.2,<2.14" --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/relaxtune run $(SPEC)
+
+test: $(STAMP)
+	scripts/ensure_postgres.sh
+	RELAXTUNE_TEST_REQUIRE_PG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
