@@ -478,6 +478,7 @@ class SearchSpace:
         fields = {}
         for key, value in values.items():
             check_key(key, f"{path}.{key}")
+            value = coerce_value(key, value, f"{path}.{key}")
             old = params.get(key)
             params[key] = FixedParam(value=value, when=old.when if old else ())
             fields[key] = f"{path}.{key}"

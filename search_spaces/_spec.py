@@ -288,6 +288,8 @@ def parse_spec(
         data: Any = source
     else:
         data = load_document(source)
+    if data is None:
+        raise SpecError("spec", "the document is empty; a job spec is a mapping")
     if not isinstance(data, Mapping):
         raise SpecError("spec", f"a job spec must be a mapping, got {type(data).__name__}")
     context = {"tasks": tasks, "gpu_available": gpu_available}
