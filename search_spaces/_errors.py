@@ -15,8 +15,13 @@ class SpecError(ValueError):
     conversion in :mod:`search_spaces._spec` unwraps it again, keeping the inner path.
     """
 
+    #: Longest message kept: messages quote user values, which may be large.
+    MAX_MESSAGE = 1000
+
     def __init__(self, field: str, message: str) -> None:
         self.field = field or "spec"
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE - 3] + "..."
         self.message = message
         super().__init__(f"{self.field}: {message}")
 

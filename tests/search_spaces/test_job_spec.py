@@ -286,3 +286,8 @@ def test_spec_error_pickles_with_its_field() -> None:
         "too many",
         "budget.trials: too many",
     )
+
+
+def test_messages_quoting_huge_values_stay_short() -> None:
+    error = refused(valid() | {"search_space": "x" * 100_000})
+    assert len(str(error)) < 1100

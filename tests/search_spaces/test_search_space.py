@@ -367,3 +367,19 @@ def test_sample_random_stays_in_range_and_is_reproducible() -> None:
     grid = SearchSpace.from_dict({"relax.peak": {"low": 0.2, "high": 0.8, "step": 0.2}})
     values = {round(grid.sample_random(s)["relax.peak"], 9) for s in range(50)}
     assert values == {0.2, 0.4, 0.6, 0.8}
+
+
+def test_suggest_works_as_ray_optuna_search_space() -> None:
+    """The real contract: Ray Tune's OptunaSearch with ``space=space.suggest``."""
+    optuna_search = pytest.importorskip("ray.tune.search.optuna")
+    space = load_preset("relax")
+    searcher = optuna_search.OptunaSearch(
+        space=space.suggest,
+        metric="val_projected",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True),
+    )
+    for index in range(4):
+        config = searcher.suggest(f"trial_{index}")
+        assert set(config) == set(default_hparams())  # flat dotted keys, nothing unflattened
+        assert config["relax.schedule"] in SCHEDULE_FAMILIES
