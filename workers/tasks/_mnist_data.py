@@ -206,8 +206,10 @@ def rotate_images(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
     # output pixel p samples the input at R(-angle) p; y points down in image coordinates,
     # so a counter-clockwise rotation on screen uses these signs
     affine = torch.stack(
-        [torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-         torch.stack([sin, cos, torch.zeros_like(cos)], 1)],
+        [
+            torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+            torch.stack([sin, cos, torch.zeros_like(cos)], 1),
+        ],
         1,
     )
     grid = F.affine_grid(affine, list(x.shape), align_corners=False)

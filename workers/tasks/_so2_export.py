@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers.relax import register_exporter
+
 _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "elu": F.elu,
@@ -87,9 +89,16 @@ def _function_name(module: enn.FourierPointwise) -> str:
     # escnn keeps only the callable; map it back to a name (in-place variants included)
     fn = module._function
     names = {
-        F.relu: "relu", F.relu_: "relu", F.elu: "elu", F.elu_: "elu",
-        torch.sigmoid: "sigmoid", torch.sigmoid_: "sigmoid", F.sigmoid: "sigmoid",
-        torch.tanh: "tanh", torch.tanh_: "tanh", F.tanh: "tanh",
+        F.relu: "relu",
+        F.relu_: "relu",
+        F.elu: "elu",
+        F.elu_: "elu",
+        torch.sigmoid: "sigmoid",
+        torch.sigmoid_: "sigmoid",
+        F.sigmoid: "sigmoid",
+        torch.tanh: "tanh",
+        torch.tanh_: "tanh",
+        F.tanh: "tanh",
     }
     for candidate, name in names.items():
         if fn is candidate:
@@ -147,3 +156,7 @@ CUSTOM_EXPORTERS: dict[type, Callable[[nn.Module], nn.Module]] = {
     enn.GroupPooling: export_group_pooling,
     enn.PointwiseAvgPool2D: export_avg_pool,
 }
+
+# make workers.relax.export_escnn / check_exportable use them too
+for _cls, _exporter in CUSTOM_EXPORTERS.items():
+    register_exporter(_cls, _exporter)

@@ -4,7 +4,7 @@ Layout (METHOD.md §5: every size stays even and every pooling is 2×2, so the 9
 of a 28×28 input are exact symmetries of the whole network)::
 
     image (B,1,28,28) ─> [R2Conv ─> batch norm ─> nonlinearity (─> 2×2 pool)] × depth
-                      ─> invariant map (group max pool / norm pool) ─> spatial mean ─> Linear
+                      ─> invariant map (group max pool / norm pool) ─> spatial max ─> MLP head
 
 * ``C4`` / ``C8`` / ``C16``: regular fields, ``InnerBatchNorm``, pointwise ReLU/ELU, 2×2 max
   pooling (pointwise operations commute with the permutation action of C_N), ``GroupPooling``.
@@ -29,6 +29,8 @@ import torch
 from escnn import gspaces
 from torch import nn
 
+from workers.relax import NotExportableError, RelaxedLayer, project_model, relaxed_layers
+
 from ._so2_export import CUSTOM_EXPORTERS
 
 GROUP_ORDERS: dict[str, int] = {"C4": 4, "C8": 8, "C16": 16, "SO2": -1}
@@ -36,10 +38,6 @@ NONLINEARITIES: dict[str, tuple[str, ...]] = {
     "discrete": ("relu", "elu"),
     "SO2": ("fourier_elu", "fourier_relu"),
 }
-
-
-class NotExportableError(ValueError):
-    """A module of the model has no plain-torch export; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,7 @@ class SteerableCNNConfig:
     width: int = 8  # fields per hidden layer
     depth: int = 3  # conv blocks
     kernel_size: int = 5
+    head_hidden: int = 64  # hidden units of the MLP head on the invariants (0: one Linear)
     nonlinearity: str | None = None  # None: relu for C_N, fourier_elu for SO2
     max_frequency: int = 3  # SO2: band limit of the hidden features
     fourier_samples: int = 16  # SO2: rotations the Fourier nonlinearity samples
@@ -63,6 +62,8 @@ class SteerableCNNConfig:
         for field, low in (("width", 1), ("depth", 1), ("num_classes", 2), ("in_channels", 1)):
             if int(getattr(self, field)) < low:
                 raise ValueError(f"{field} must be >= {low}, got {getattr(self, field)}")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0, got {self.head_hidden}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             # an even kernel shifts the grid by half a pixel and breaks rot90 exactness
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
@@ -127,7 +128,10 @@ class SteerableCNN(nn.Module):
             act = self._activation()
             hidden = act.in_type
             layers[f"conv{i + 1}"] = enn.R2Conv(
-                current, hidden, kernel_size=cfg.kernel_size, padding=cfg.kernel_size // 2,
+                current,
+                hidden,
+                kernel_size=cfg.kernel_size,
+                padding=cfg.kernel_size // 2,
                 bias=False,
             )
             layers[f"bn{i + 1}"] = (
@@ -153,7 +157,18 @@ class SteerableCNN(nn.Module):
             self.invariant: enn.EquivariantModule = enn.NormPool(irrep_type)
         else:
             self.invariant = enn.GroupPooling(current)
-        self.head = nn.Linear(self.invariant.out_type.size, cfg.num_classes)
+        n_invariants = self.invariant.out_type.size
+        if cfg.head_hidden > 0:
+            # a group-pooled network has few invariants per location (one per field for
+            # C_N); a small MLP on them learns much faster than a single Linear layer
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(n_invariants, cfg.head_hidden),
+                nn.BatchNorm1d(cfg.head_hidden),
+                nn.ELU(),
+                nn.Linear(cfg.head_hidden, cfg.num_classes),
+            )
+        else:
+            self.head = nn.Linear(n_invariants, cfg.num_classes)
 
     def _activation(self) -> enn.EquivariantModule:
         cfg = self.config
@@ -161,8 +176,12 @@ class SteerableCNN(nn.Module):
             G = self.gspace.fibergroup
             function = "p_elu" if cfg.activation == "fourier_elu" else "p_relu"
             return enn.FourierPointwise(
-                self.gspace, cfg.width, G.bl_irreps(cfg.max_frequency), function=function,
-                type="regular", N=cfg.fourier_samples,
+                self.gspace,
+                cfg.width,
+                G.bl_irreps(cfg.max_frequency),
+                function=function,
+                type="regular",
+                N=cfg.fourier_samples,
             )
         hidden = enn.FieldType(self.gspace, [self.gspace.regular_repr] * cfg.width)
         if cfg.activation == "elu":
@@ -179,10 +198,10 @@ class SteerableCNN(nn.Module):
         return self.body(enn.GeometricTensor(images, self.in_type))
 
     def invariants(self, features: enn.GeometricTensor) -> torch.Tensor:
-        """Invariant map then spatial mean: ``(B, n_invariants)``."""
+        """Invariant map then spatial max: ``(B, n_invariants)``."""
         # NormPool reads the features irrep by irrep: same tensor, finer type (see __init__)
         retyped = enn.GeometricTensor(features.tensor, self.invariant.in_type)
-        return self.invariant(retyped).tensor.mean(dim=(2, 3))
+        return self.invariant(retyped).tensor.amax(dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.invariants(self.features(images)))
@@ -204,14 +223,14 @@ class SteerableCNN(nn.Module):
 class ExportedSteerableCNN(nn.Module):
     """What :meth:`SteerableCNN.export` returns: plain ``torch.nn`` modules only."""
 
-    def __init__(self, body: nn.Module, invariant: nn.Module, head: nn.Linear) -> None:
+    def __init__(self, body: nn.Module, invariant: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.body = body
         self.invariant = invariant
         self.head = head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.invariant(self.body(images)).mean(dim=(2, 3)))
+        return self.head(self.invariant(self.body(images)).amax(dim=(2, 3)))
 
 
 # ---- export and the exportability check ----------------------------------------------------
@@ -252,6 +271,11 @@ def export_escnn_module(module: nn.Module, name: str = "model") -> nn.Module:
         )
     exporter = CUSTOM_EXPORTERS.get(type(module))
     try:
+        if isinstance(module, RelaxedLayer):
+            raise NotImplementedError(
+                "a relaxed layer is not equivariant; project the model first "
+                "(workers.relax.project_model)"
+            )
         if exporter is not None:
             exported = exporter(module)
         elif isinstance(module, enn.EquivariantModule):
@@ -289,3 +313,14 @@ def assert_plain_torch(module: nn.Module, name: str = "model") -> None:
                 f"module '{where}' exports to {type(sub).__module__}.{type(sub).__name__}, "
                 "which still needs escnn"
             )
+
+
+def check_model_exportable(model: SteerableCNN) -> None:
+    """Raise :class:`~workers.relax.NotExportableError` (naming the module) unless the
+    projected model exports to plain torch.
+
+    Runs the real export on a projected copy rather than asking each module whether it has
+    an ``export()``: that also catches exports that return ``None`` or still use escnn.
+    """
+    target = project_model(model, "drop") if relaxed_layers(model) else model
+    target.export()
