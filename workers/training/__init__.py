@@ -1,0 +1,24 @@
+"""The training loop of one trial, its hooks, and the checkpoint folder it writes."""
+
+from ._checkpoint import CheckpointError, verify_checkpoint, write_checkpoint
+from ._cli import cli_train, trial_config_from_spec
+from ._config import TrialConfig
+from ._hooks import ConsoleHook
+from ._loop import EpochReport, Trainer, TrainingHook, TrainResult, TrialDivergedError, pick_device, train
+
+__all__ = [
+    "CheckpointError",
+    "ConsoleHook",
+    "EpochReport",
+    "TrainResult",
+    "Trainer",
+    "TrainingHook",
+    "TrialConfig",
+    "TrialDivergedError",
+    "cli_train",
+    "pick_device",
+    "train",
+    "trial_config_from_spec",
+    "verify_checkpoint",
+    "write_checkpoint",
+]

@@ -1,0 +1,297 @@
+"""The training loop of one trial — the whole step is visible here (STYLE.md):
+
+    θ from the schedule → set on the model → task loss + weighted penalties → backward →
+    step → (per epoch) measure projected and relaxed model → hooks observe.
+
+Hooks only observe (report to Ray Tune, print, checkpoint); anything that changes the
+maths is in this file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from workers.relax import (
+    compute_penalties,
+    make_schedule,
+    project_model,
+    record_inputs,
+    relaxed_layers,
+    reset_free_terms,
+    set_layer_strengths,
+    set_theta,
+)
+from workers.tasks import Task, build_task
+
+from ._config import TrialConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+class TrialDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot continue."""
+
+
+@dataclass
+class EpochReport:
+    """What one epoch measured (the keys Ray Tune and Optuna see, docs/ARCHITECTURE.md)."""
+
+    epoch: int
+    progress: float
+    theta: float
+    val_projected: float
+    val_relaxed: float
+    train_loss: float
+    penalty_lie: float | None
+    penalty_norm: float | None
+    penalty_proj: float | None
+    equivariance_error_relaxed: float
+    equivariance_error_projected: float
+    epoch_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingHook(Protocol):
+    """Observes a run; must not change the model or the optimiser."""
+
+    def on_epoch_end(self, report: EpochReport, trainer: Trainer) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    reports: list[EpochReport] = field(default_factory=list)
+    checkpoint_dir: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``cuda`` when requested or available (Ray sets ``CUDA_VISIBLE_DEVICES`` per trial)."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but no GPU is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    return [t.to(device, non_blocking=True) for t in batch]
+
+
+class Trainer:
+    """One relaxed training run. Build with a :class:`TrialConfig`; call :meth:`fit`."""
+
+    def __init__(self, config: TrialConfig, task: Task | None = None) -> None:
+        self.config = config
+        hp = config.hparams
+        self.task = task or build_task(config.task, config.model, config.data)
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.splits = self.task.build_data(config.seed)
+        self.model: nn.Module = self.task.build_model(config.seed).to(self.device)
+        self.schedule = make_schedule(hp)
+        self.relaxing = self.schedule.family != "none"
+        self.projection = hp.get("relax.projection", "orthogonal")
+        self.penalty_weights = {
+            "lie": float(hp.get("relax.lambda_lie", 0.0)),
+            "norm": float(hp.get("relax.lambda_norm", 0.0)),
+            "proj": float(hp.get("relax.lambda_proj", 0.0)),
+        }
+        set_layer_strengths(self.model, float(hp.get("relax.layer_decay", 1.0)))
+        if self.relaxing:
+            reset_free_terms(
+                self.model, hp.get("relax.init", "normal"), float(hp.get("relax.init_std", 1e-2)), seed=config.seed
+            )
+        else:
+            # standard equivariant training: the free terms never act, so don't train them
+            reset_free_terms(self.model, "zeros", 0.0)
+            self.penalty_weights = dict.fromkeys(self.penalty_weights, 0.0)
+            for layer in relaxed_layers(self.model):
+                for p in layer.free_parameters():
+                    p.requires_grad_(False)
+        self.model.to(self.device)
+        record_inputs(self.model, self.penalty_weights["lie"] > 0 or self.penalty_weights["norm"] > 0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=float(hp.get("optim.lr", 1e-3)), weight_decay=float(hp.get("optim.weight_decay", 0.0))
+        )
+        self.batch_size = int(hp.get("optim.batch_size", 64))
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.train_loader = DataLoader(
+            self.splits.train, batch_size=self.batch_size, shuffle=True, generator=self.shuffle, drop_last=False
+        )
+        self.val_loader = DataLoader(self.splits.val, batch_size=256)
+        self.test_loader = DataLoader(self.splits.test, batch_size=256)
+        n = min(config.eval_samples, len(self.splits.val))
+        self.eval_inputs = tuple(
+            t.to(self.device) for t in next(iter(DataLoader(self.splits.val, batch_size=n)))[:-1]
+        )
+        self.epoch = 0  # epochs completed
+        self.amp = self.device.type == "cuda"
+        self.reports: list[EpochReport] = []
+
+    # ---- the loop ----------------------------------------------------------------------
+    def theta_at(self, progress: float) -> float:
+        return self.schedule(progress)
+
+    def fit(self, hooks: Iterable[TrainingHook] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        hooks = list(hooks)
+        steps_per_epoch = len(self.train_loader)
+        total_steps = steps_per_epoch * self.config.epochs
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            self.model.train()
+            loss_sum, n_batches = 0.0, 0
+            penalty_sums: dict[str, float] = {}
+            for step, batch in enumerate(self.train_loader):
+                progress = (self.epoch * steps_per_epoch + step) / total_steps
+                theta = self.theta_at(progress)
+                set_theta(self.model, theta)
+                *inputs, target = _to(batch, self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    output = self.model(*inputs)
+                    loss = self.task.loss(output.float(), target)
+                penalties = self._penalties()
+                total = loss + sum(self.penalty_weights[k] * v for k, v in penalties.items())
+                if not torch.isfinite(total):
+                    raise TrialDivergedError(
+                        f"loss became {float(total)} at epoch {self.epoch + 1}, step {step + 1} (θ={theta:.4g})"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimizer.step()
+                loss_sum += float(loss.detach())
+                n_batches += 1
+                for k, v in penalties.items():
+                    penalty_sums[k] = penalty_sums.get(k, 0.0) + float(v.detach())
+            self.epoch += 1
+            report = self._measure(loss_sum / max(n_batches, 1), penalty_sums, n_batches, time.perf_counter() - start)
+            self.reports.append(report)
+            for hook in hooks:
+                hook.on_epoch_end(report, self)
+            if should_stop is not None and should_stop():
+                break
+        return TrainResult(reports=list(self.reports))
+
+    def _penalties(self) -> dict[str, torch.Tensor]:
+        wanted = tuple(k for k, w in self.penalty_weights.items() if w > 0)
+        return compute_penalties(self.model, wanted) if wanted else {}
+
+    # ---- measurement -------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        for batch in loader:
+            *inputs, target = _to(batch, self.device)
+            s, c = self.task.metric_sums(model(*inputs).float(), target)
+            total += float(s)
+            count += int(c)
+        return total / max(count, 1)
+
+    def projected_model(self) -> nn.Module:
+        projected = project_model(self.model, self.projection)
+        projected.eval()
+        return projected
+
+    def equivariance_error(self, model: nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            errors = self.task.equivariance_errors(model, self.eval_inputs, self.config.seed)
+        exact = [errors[k] for k in self.task.exact_elements if k in errors]
+        return float(max(exact)) if exact else float("nan")
+
+    def _measure(self, train_loss: float, penalty_sums: dict[str, float], n_batches: int, seconds: float) -> EpochReport:
+        progress = self.epoch / self.config.epochs
+        theta = self.theta_at(progress) if progress < 1.0 else self.theta_at(1.0)
+        # θ as the model will be projected now: the value the next step would use
+        set_theta(self.model, theta)
+        projected = self.projected_model()
+        val_relaxed = self.evaluate(self.model, self.val_loader)
+        val_projected = self.evaluate(projected, self.val_loader)
+        mean = {k: v / max(n_batches, 1) for k, v in penalty_sums.items()}
+        report = EpochReport(
+            epoch=self.epoch,
+            progress=progress,
+            theta=theta,
+            val_projected=val_projected,
+            val_relaxed=val_relaxed,
+            train_loss=train_loss,
+            penalty_lie=mean.get("lie"),
+            penalty_norm=mean.get("norm"),
+            penalty_proj=mean.get("proj"),
+            equivariance_error_relaxed=self.equivariance_error(self.model),
+            equivariance_error_projected=self.equivariance_error(projected),
+            epoch_seconds=seconds,
+        )
+        if not math.isfinite(val_projected):
+            raise TrialDivergedError(f"validation metric became {val_projected} at epoch {self.epoch}")
+        return report
+
+    # ---- resume state (internal; loads with weights_only=True) -------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "torch_rng": torch.get_rng_state(),
+            "shuffle_rng": self.shuffle.get_state(),
+            "reports": [r.as_dict() for r in self.reports],
+        }
+
+    def save_state(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (STATE_FILE + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(directory / STATE_FILE)
+        return directory / STATE_FILE
+
+    def load_state(self, directory: str | Path) -> bool:
+        """Continue from a saved state; returns False when there is none."""
+        path = Path(directory) / STATE_FILE
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        self.reports = [EpochReport(**r) for r in state["reports"]]
+        return True
+
+
+def train(
+    config: TrialConfig,
+    hooks: Iterable[TrainingHook] = (),
+    *,
+    resume_from: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> TrainResult:
+    """Train one trial; resume from a state folder if given; write the checkpoint folder
+    (DESIGN.md) to ``out_dir`` if given."""
+    from ._checkpoint import write_checkpoint
+
+    trainer = Trainer(config)
+    if resume_from is not None:
+        trainer.load_state(resume_from)
+    result = trainer.fit(hooks)
+    if out_dir is not None:
+        result.checkpoint_dir, result.metrics = write_checkpoint(trainer, out_dir)
+    return result
