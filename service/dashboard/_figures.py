@@ -12,9 +12,11 @@ the plotting functions neither re-read the database nor copy every trial's epoch
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -37,8 +39,9 @@ THETA_COLOR = "#2a9d57"
 #: Colours of the best trial's series, in the order of the figure's series.
 BEST_COLORS = ("#111111", "#8c3b00")
 
-#: Log axes cannot show zero, yet an exactly equivariant projection may measure 0.0; such
-#: points are drawn at this floor (the hover text still shows the measured value).
+#: Log axes cannot show zero, yet an exactly equivariant model (θ = 0, or the identity
+#: element) measures 0.0. Such points are drawn one decade below the smallest positive error
+#: of the chart (the hover text still shows 0), or at this floor when nothing is positive.
 LOG_FLOOR = 1e-12
 
 FIGURE_HEIGHT = 420
@@ -205,8 +208,30 @@ def draw_equivariance(
         [("relaxed", "relaxed", RELAXED_COLOR), ("projected", "projected", PROJECTED_COLOR)],
         layout,
         best_number=best_number,
-        floor=LOG_FLOOR,
+        floor=log_floor(curves, ("relaxed", "projected")),
     )
+
+
+def log_floor(curves: Sequence[dict[str, Any]], keys: Sequence[str]) -> float:
+    """Where a log-scaled chart of ``curves`` draws zeros: a decade under the smallest
+    positive value, so a zero neither vanishes nor stretches the axis over many decades.
+    """
+    positive = [v for c in curves for k in keys for v in c[k] if v is not None and v > 0]
+    return min(positive) / 10.0 if positive else LOG_FLOOR
+
+
+def _drop_record(record: logging.LogRecord) -> bool:
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_in_memory_storage() -> Iterator[None]:
+    logger = logging.getLogger("optuna.storages._in_memory")
+    logger.addFilter(_drop_record)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop_record)
 
 
 def light_study(
@@ -223,7 +248,10 @@ def light_study(
     Optuna's plots ignore. With ``only``, just those (COMPLETE) trials are copied and numbers
     are not kept: that is for estimates that do not show numbers (importances).
     """
-    study = optuna.create_study(direction=direction, storage=optuna.storages.InMemoryStorage())
+    # Each render builds such studies; Optuna logs every in-memory study it creates at INFO,
+    # which would add two meaningless lines per page view to the API log.
+    with _quiet_in_memory_storage():
+        study = optuna.create_study(direction=direction, storage=optuna.storages.InMemoryStorage())
     copies: list[FrozenTrial] = []
     source = only if only is not None else sorted(trials, key=lambda t: t.number)
     for trial in source:
@@ -247,6 +275,7 @@ def _style_optuna_figure(fig: go.Figure, title: str) -> go.Figure:
         template="plotly_white",
         height=FIGURE_HEIGHT,
         margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        legend={"orientation": "h", "y": -0.18, "x": 0},
     )
     return fig
 

@@ -87,7 +87,9 @@ section h2 { margin:0 0 10px; font-size:17px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px;
         padding:10px 16px; min-width:120px; }
 .card .n { font-size:22px; font-weight:600; } .card .l { color:var(--muted); font-size:12px; }
-.grid { display:grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap:18px; }
+/* auto-fill keeps empty column tracks, so the first chart is sized for its final column
+   while later sections are still being parsed. */
+.grid { display:grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap:18px; }
 .grid > section { margin:0; min-width:0; }
 .chart-message { color:var(--muted); padding:24px 4px; margin:0; }
 .note { color:var(--muted); font-size:13px; margin:6px 0 0; }
@@ -101,6 +103,14 @@ td.num { font-variant-numeric: tabular-nums; }
 pre { background:var(--bg); padding:10px; border-radius:6px; overflow-x:auto; font-size:12px; }
 a { color:var(--run); }
 """
+
+
+# Responsive plotly charts follow window resizes only; one resize after load fits any chart
+# whose container changed size while the page was still being laid out.
+_RESIZE_ON_LOAD = (
+    "<script>window.addEventListener('load', function () "
+    "{ window.dispatchEvent(new Event('resize')); });</script>"
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,6 +203,8 @@ def _metric_name(job: Mapping[str, Any]) -> str:
 
 
 def _figure_html(fig: go.Figure, chart_id: str) -> str:
+    # The section heading names the chart; a second title inside the plot only costs space.
+    fig.update_layout(title_text="", margin_t=24)
     return fig.to_html(
         full_html=False,
         include_plotlyjs=False,
@@ -285,7 +297,7 @@ def _certificate_section(certificate: Mapping[str, Any] | None) -> str:
         for r in table["rows"]
     )
     elements = (
-        '<div class="scroll"><table><thead><tr><th>group element</th><th>error (projected)</th>'
+        '<div class="scroll"><table class="elements"><thead><tr><th>group element</th><th>error (projected)</th>'
         "<th>error (relaxed)</th><th>within tolerance</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div>"
         if table["rows"]
@@ -338,7 +350,7 @@ def _page(title: str, body: str, *, with_plotly: bool, refresh_seconds: int | No
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"{refresh}<title>{_esc(title)}</title><style>{_CSS}</style>{script}</head>"
-        f"<body>{body}</body></html>\n"
+        f"<body>{body}{_RESIZE_ON_LOAD if with_plotly else ''}</body></html>\n"
     )
 
 
@@ -465,7 +477,7 @@ def render_dashboard(
             lambda: _figures.draw_equivariance(
                 _data.equivariance_curves(trials), best_number=best_number
             ),
-            f"Log scale; a measured 0 is drawn at {_figures.LOG_FLOOR:g}.",
+            "Log scale; a measured 0 is drawn a decade below the smallest positive error.",
         ),
         _chart_section("chart-parallel", "Parallel coordinates", parallel, parallel_note),
         _chart_section(

@@ -1,0 +1,210 @@
+"""The dashboard page in a real browser: every chart draws, and nothing logs an error.
+
+Uses the system Chromium through Playwright (no browser download). With
+``RELAXTUNE_SCREENSHOT=1`` the rendered page is saved to ``docs/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from service import dashboard
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _study(n_trials: int = 40, epochs: int = 6) -> optuna.Study:
+    """A job-like study: COMPLETE, PRUNED, FAIL and RUNNING trials with per-epoch histories."""
+    rng = random.Random(1)
+    study = optuna.create_study(direction="maximize")
+    distributions = {
+        "optim.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "relax.schedule": CategoricalDistribution(["none", "linear_decay", "triangular"]),
+        "relax.theta_max": FloatDistribution(0.05, 2.0),
+        "relax.lambda_norm": FloatDistribution(0.0, 1.0),
+    }
+    for number in range(n_trials):
+        params = {
+            "optim.lr": 10 ** rng.uniform(-4, -2),
+            "relax.schedule": rng.choice(["none", "linear_decay", "triangular"]),
+            "relax.theta_max": rng.uniform(0.05, 2.0),
+            "relax.lambda_norm": rng.uniform(0.0, 1.0),
+        }
+        if number >= n_trials - 2:
+            state, n_epochs = TrialState.RUNNING, 3
+        elif number % 9 == 4:
+            state, n_epochs = TrialState.FAIL, 2
+        elif number % 3 == 1:
+            state, n_epochs = TrialState.PRUNED, rng.choice([1, 2])
+        else:
+            state, n_epochs = TrialState.COMPLETE, epochs
+        quality = rng.uniform(0.7, 0.97)
+        history = []
+        for epoch in range(1, n_epochs + 1):
+            progress = epoch / epochs
+            theta = params["relax.theta_max"] * max(0.0, 1 - progress / 0.75)
+            val = quality * (1 - math.exp(-3 * progress))
+            history.append(
+                {
+                    "epoch": epoch,
+                    "progress": progress,
+                    "theta": theta,
+                    "val_projected": val,
+                    "val_relaxed": val + 0.05 * theta,
+                    "train_loss": 1 / epoch,
+                    "penalty_lie": 0.0,
+                    "penalty_norm": 0.01 * theta,
+                    "penalty_proj": 0.001,
+                    "equivariance_error_relaxed": theta * 0.1,  # exactly 0 once θ is 0
+                    "equivariance_error_projected": rng.uniform(1e-7, 4e-7),
+                    "epoch_seconds": 3.0,
+                }
+            )
+        final: dict[str, Any] = {}
+        if state == TrialState.COMPLETE:
+            final = {
+                "val_projected": history[-1]["val_projected"],
+                "val_relaxed": history[-1]["val_relaxed"],
+                "equivariance_error_relaxed": history[-1]["equivariance_error_relaxed"],
+                "equivariance_error_projected": history[-1]["equivariance_error_projected"],
+                "final_theta": history[-1]["theta"],
+                "checkpoint": f"artifacts/jobs/demo/trials/{number}",
+            }
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=history[-1]["val_projected"] if state == TrialState.COMPLETE else None,
+                params=params,
+                distributions=distributions,
+                user_attrs={"history": history, **final},
+                intermediate_values={h["epoch"]: h["val_projected"] for h in history},
+            )
+        )
+    return study
+
+
+CERTIFICATE = {
+    "group": "C8",
+    "elements": [f"r{k}" for k in range(8)],
+    "errors": [0.0] + [2e-7] * 7,
+    "relaxed_errors": [0.0] + [0.05] * 7,
+    "tolerance": 1e-5,
+    "seed": 0,
+    "passed": True,
+}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _open(browser: Any, path: Path) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console {message.type}: {message.text}")
+            if message.type in ("error", "warning")
+            else None
+        ),
+    )
+    page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    page.goto(path.as_uri(), wait_until="load")
+    return page, problems
+
+
+def test_every_chart_renders_without_errors(browser: Any, tmp_path: Path) -> None:
+    job = {
+        "id": "demo",
+        "name": "rotmnist-c8 <relax>",
+        "status": "running",
+        "progress": {"completed": 38, "total": 40},
+        "spec": {"name": "rotmnist-c8", "objective": {"metric": "val_accuracy", "mode": "max"}},
+    }
+    path = tmp_path / "dashboard.html"
+    path.write_text(dashboard.render_dashboard(_study(), job, CERTIFICATE), encoding="utf-8")
+    page, problems = _open(browser, path)
+    try:
+        for chart_id in dashboard.CHART_IDS:
+            svg = page.locator(f"#{chart_id} .js-plotly-plot .main-svg").first
+            svg.wait_for(state="attached", timeout=10_000)
+            box = svg.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 200, chart_id
+            # Sized to its own container, not to the page width it saw while loading.
+            container = page.locator(f"#{chart_id}").bounding_box()
+            assert container is not None and box["width"] <= container["width"], chart_id
+        # Drawn data, not just an empty frame: the curve chart has line paths.
+        assert page.locator("#chart-curves .scatterlayer .trace").count() >= 4
+        assert page.locator("#chart-importance .barlayer .point").count() >= 2
+        assert page.locator("h1").inner_text().startswith("rotmnist-c8 <relax>")
+        assert page.locator("#certificate table.elements tbody tr").count() == 8
+        assert problems == []
+        if os.environ.get("RELAXTUNE_SCREENSHOT") == "1":
+            target = REPO_ROOT / "docs" / "dashboard.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(target), full_page=True)
+    finally:
+        page.close()
+
+
+def test_empty_study_and_jobs_list_render_cleanly(browser: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.html"
+    empty.write_text(
+        dashboard.render_dashboard(optuna.create_study(), {"id": 1, "status": "queued"}),
+        encoding="utf-8",
+    )
+    page, problems = _open(browser, empty)
+    try:
+        assert "No trials yet" in page.locator("main").inner_text()
+        assert problems == []
+    finally:
+        page.close()
+
+    listing = tmp_path / "jobs.html"
+    listing.write_text(
+        dashboard.render_jobs_list(
+            [{"id": "demo", "name": "a", "status": "running", "progress": 0.5}],
+            link_suffix="?token=abc",
+        ),
+        encoding="utf-8",
+    )
+    page, problems = _open(browser, listing)
+    try:
+        href = page.locator("#jobs a").first.get_attribute("href")
+        assert href == "/v1/jobs/demo/dashboard?token=abc"
+        assert problems == []
+    finally:
+        page.close()
