@@ -133,6 +133,11 @@ class Principal:
     tenant: str
     admin: bool = False
 
+    @property
+    def tenant_filter(self) -> str | None:
+        """The tenant to restrict queries to: ``None`` (every tenant) for an admin."""
+        return None if self.admin else self.tenant
+
 
 @dataclass(frozen=True)
 class Job:
@@ -309,6 +314,11 @@ class JobStore:
             raise Conflict(f"{operation}: conflicts with an existing row") from exc
         except SQLAlchemyError as exc:
             raise StoreError(operation, exc) from exc
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers."""
+        with self._read("pinging the database") as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     # --- schema ---------------------------------------------------------------------------
 

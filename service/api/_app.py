@@ -1,0 +1,59 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api._body_limit import BodySizeLimitMiddleware
+from service.api._errors import install_error_handlers
+from service.api.routers import best, dashboards, health, jobs, trials
+from service.settings import Settings
+from service.store import JobStore
+
+__all__ = ["app_from_env", "create_app"]
+
+_DESCRIPTION = """\
+Hyperparameter search for equivariant networks trained with constraint relaxation.
+
+Submit a job spec, follow its trials and dashboard, and download the best **projected,
+exactly equivariant** model. Every `/v1` route needs a bearer token
+(`relaxtune token create NAME`); a token sees only its tenant's jobs, an admin token all.
+"""
+
+
+def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
+    """Build the API on ``store`` (default: a store on ``settings.db``).
+
+    No import-time globals: tests build an app on a throwaway database. The app does not create
+    tables; run ``relaxtune db upgrade`` (``relaxtune serve`` does) first.
+    """
+    owns_store = store is None
+    job_store = store if store is not None else JobStore(settings.db)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            job_store.close()
+
+    app = FastAPI(
+        title="relaxtune",
+        version="0.1.0",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = job_store
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for module in (health, jobs, trials, best, dashboards):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """App configured from ``RELAXTUNE_*`` variables (``uvicorn --factory`` entry point)."""
+    return create_app(Settings())

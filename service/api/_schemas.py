@@ -1,0 +1,132 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.store import Job
+
+__all__ = [
+    "BestPublic",
+    "ErrorDetail",
+    "JobPublic",
+    "JobsPublic",
+    "TrialPublic",
+    "TrialsPublic",
+    "finite",
+]
+
+
+def finite(value: Any) -> Any:
+    """Replace NaN and infinities (which JSON cannot carry) by ``None``, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+class ErrorDetail(BaseModel):
+    """Why a request was refused: the dotted spec field (or ``None``) and a message."""
+
+    field: str | None = None
+    message: str
+
+
+class JobPublic(BaseModel):
+    """A job as clients see it."""
+
+    id: str
+    name: str
+    tenant: str
+    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    cancel_requested: bool
+    progress: dict[str, Any] = Field(
+        description="complete, pruned, failed, running, total trials and best_value (the "
+        "best projected metric so far)"
+    )
+    best: dict[str, Any] | None = Field(None, description="the best trial, once known")
+    error: str | None = None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobPublic:
+        """Project a stored job (internal fields such as ``claimed_by`` stay hidden)."""
+        base = f"/v1/jobs/{job.id}"
+        return cls(
+            id=job.id,
+            name=job.name,
+            tenant=job.tenant,
+            status=job.status,
+            cancel_requested=job.cancel_requested,
+            progress=finite(job.progress),
+            best=finite(job.best),
+            error=job.error,
+            spec=job.spec,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            heartbeat_at=job.heartbeat_at,
+            links={
+                "self": base,
+                "trials": f"{base}/trials",
+                "dashboard": f"{base}/dashboard",
+                "best": f"{base}/best",
+                "checkpoint": f"{base}/best/checkpoint",
+            },
+        )
+
+
+class JobsPublic(BaseModel):
+    """A page of jobs, newest first."""
+
+    data: list[JobPublic]
+    count: int
+
+
+class TrialPublic(BaseModel):
+    """One Optuna trial of a job's study."""
+
+    number: int
+    state: str = Field(description="RUNNING | COMPLETE | PRUNED | FAIL | WAITING")
+    value: float | None = Field(None, description="the objective: projected validation metric")
+    params: dict[str, Any]
+    user_attrs: dict[str, Any] = Field(
+        description="val_projected, val_relaxed, equivariance_error_projected, "
+        "equivariance_error_relaxed, final_theta, checkpoint, … (history only on request)"
+    )
+    last_step: int | None = Field(None, description="last epoch with an intermediate value")
+    datetime_start: datetime | None = None
+    datetime_complete: datetime | None = None
+    duration_s: float | None = None
+
+
+class TrialsPublic(BaseModel):
+    """The trials of a job's study (empty before the search starts)."""
+
+    job_id: str
+    study: str
+    data: list[TrialPublic]
+    count: int
+
+
+class BestPublic(BaseModel):
+    """The exported best checkpoint of a finished job."""
+
+    job_id: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    certificate: dict[str, Any]
+    config: dict[str, Any]
+    files: list[str]

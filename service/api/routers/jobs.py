@@ -1,0 +1,152 @@
+"""``/v1/jobs``: submit, list, inspect and cancel search jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from service.api._deps import CurrentUser, SettingsDep, StoreDep
+from service.api._schemas import ErrorDetail, JobPublic, JobsPublic
+from service.errors import LimitExceeded
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_JSON_TYPES = {"application/json"}
+_TEXT_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
+
+_SPEC_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "a job spec (see DESIGN.md) as JSON or YAML text",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid token"},
+    404: {"description": "no such job (or another tenant's)"},
+}
+
+
+def _refuse(status_code: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content={"detail": {"field": field, "message": message}}
+    )
+
+
+def _check_budget(spec: Any, settings: Settings) -> None:
+    """Per-tenant limits on what one job may spend."""
+    budget = spec.budget
+    if budget.trials > settings.max_trials:
+        raise LimitExceeded(
+            f"budget.trials is {budget.trials}; this service allows at most "
+            f"{settings.max_trials} trials per job",
+            field="budget.trials",
+        )
+    if budget.epochs > settings.max_epochs:
+        raise LimitExceeded(
+            f"budget.epochs is {budget.epochs}; this service allows at most "
+            f"{settings.max_epochs} epochs per trial",
+            field="budget.epochs",
+        )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    openapi_extra=_SPEC_BODY,
+    responses={
+        400: {"description": "body is not UTF-8 text"},
+        413: {"description": "body larger than the limit"},
+        415: {"description": "unsupported content type"},
+        422: {"model": dict[str, ErrorDetail], "description": "spec refused; names the field"},
+        429: {"description": "too many queued or running jobs for this tenant"},
+        **_ERRORS,
+    },
+)
+async def create_job(
+    request: Request, user: CurrentUser, store: StoreDep, settings: SettingsDep
+) -> Any:
+    """Validate a job spec and queue it; the controller runs it.
+
+    Nothing is written when the spec is refused.
+    """
+    from search_spaces import SpecError, parse_spec
+
+    media_type = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+    if media_type not in _JSON_TYPES | _TEXT_TYPES:
+        return _refuse(
+            415,
+            f"unsupported content type {media_type!r}; send application/json, "
+            "application/yaml or text/plain",
+        )
+    body = await request.body()  # the size limit is enforced while this streams in
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _refuse(400, f"body is not UTF-8 text (bad byte at offset {exc.start})")
+    source: str | dict[str, Any] = text
+    if media_type in _JSON_TYPES:
+        try:
+            source = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return _refuse(422, f"invalid JSON: {exc.msg} at line {exc.lineno}", "spec")
+        if not isinstance(source, dict):
+            return _refuse(422, "a job spec must be a JSON object", "spec")
+    # A Ray cluster decides itself whether it has GPUs; only a local Ray needs one here.
+    gpu_check = (lambda: True) if settings.ray_address else None
+    try:
+        spec = await run_in_threadpool(parse_spec, source, gpu_available=gpu_check)
+    except SpecError as exc:
+        return _refuse(422, exc.message, exc.field)
+    _check_budget(spec, settings)
+    job = await run_in_threadpool(
+        store.create_job,
+        user.tenant,
+        spec.to_dict(),
+        spec.name,
+        max_active=settings.max_concurrent_jobs,
+    )
+    return JobPublic.from_job(job)
+
+
+@router.get("", response_model=JobsPublic, responses=_ERRORS)
+def list_jobs(
+    user: CurrentUser,
+    store: StoreDep,
+    status_filter: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = Query(
+        None, alias="status"
+    ),
+    limit: int = Query(100, ge=1, le=1000),
+) -> JobsPublic:
+    """The caller's jobs (every tenant's for an admin), newest first."""
+    jobs = store.list_jobs(user.tenant_filter, status=status_filter, limit=limit)
+    return JobsPublic(data=[JobPublic.from_job(j) for j in jobs], count=len(jobs))
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
+def get_job(job_id: str, user: CurrentUser, store: StoreDep) -> JobPublic:
+    """A job's status, progress, best projected metric, timestamps and error text."""
+    return JobPublic.from_job(store.get_job(job_id, user.tenant_filter))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={409: {"description": "the job already finished"}, **_ERRORS},
+)
+def cancel_job(job_id: str, user: CurrentUser, store: StoreDep) -> JobPublic:
+    """Ask for a job to stop: a queued job is cancelled at once, a running one at the
+    controller's next check (its status turns ``cancelled`` then)."""
+    return JobPublic.from_job(store.request_cancel(job_id, user.tenant_filter))
