@@ -375,7 +375,9 @@ def render_dashboard(
     """
     started = time.perf_counter()
     trials = _data.trials_of(study)
-    direction = study.direction
+    # relaxtune studies have one objective; ``directions[0]`` keeps a page for any other
+    # study instead of raising where ``study.direction`` would.
+    direction = study.directions[0]
     metric = _metric_name(job)
     name = job.get("name") or f"job {job.get('id', '')}"
 
@@ -414,7 +416,8 @@ def render_dashboard(
         else ""
     )
 
-    light = _figures.light_study(trials, direction)
+    # Built on first use inside a chart, so a failure there is that chart's message.
+    light_study = functools.cache(lambda: _figures.light_study(trials, direction))
     n_complete = counts[TrialState.COMPLETE.name]
     relax_all = _data.relax_param_names(trials)
     parallel_params = relax_all or _data.param_names(trials)
@@ -427,14 +430,14 @@ def render_dashboard(
     def history() -> go.Figure | str:
         if n_complete == 0:
             return "No trial has completed yet."
-        return _figures.draw_optimization_history(light, metric_name=metric)
+        return _figures.draw_optimization_history(light_study(), metric_name=metric)
 
     def parallel() -> go.Figure | str:
         if n_complete == 0:
             return "No trial has completed yet."
         if not parallel_params:
             return "This job searches no hyperparameters."
-        return _figures.draw_parallel_coordinate(light, parallel_params, metric_name=metric)
+        return _figures.draw_parallel_coordinate(light_study(), parallel_params, metric_name=metric)
 
     def importance() -> go.Figure | str:
         if n_complete < 2:

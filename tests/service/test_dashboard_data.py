@@ -430,3 +430,15 @@ def test_dashboard_imports_no_torch_ray_or_escnn() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_failing_study_copy_only_costs_the_optuna_charts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("incompatible distribution")
+
+    monkeypatch.setattr(_figures, "light_study", broken)
+    page = dashboard.render_dashboard(make_study(), JOB)
+    for chart_id in ("chart-history", "chart-parallel", "chart-importance"):
+        assert "Not available: incompatible distribution" in _section(page, chart_id)
+    for chart_id in ("chart-curves", "chart-theta", "chart-equivariance"):
+        assert "Plotly.newPlot" in _section(page, chart_id)
