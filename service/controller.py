@@ -1,0 +1,242 @@
+"""The controller: claims queued jobs from the store and runs each search to its end.
+
+One controller runs one search at a time (the search itself runs many trials in parallel on
+Ray). Several controllers may share a database: claiming is atomic. A controller restarting
+under the same ``worker_id`` first puts the jobs it had left ``running`` back in the queue, and
+any controller requeues jobs whose driver stopped heartbeating (``stale_after_s``); the search
+driver resumes a requeued job from its Optuna study.
+
+The search driver (``service.search.run_search``, which imports Ray) is imported only when the
+first job runs, so importing this module stays cheap and Ray-free.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.errors import RelaxtuneError
+from service.settings import Settings
+from service.store import Job, JobStore
+
+__all__ = ["Controller", "Runner"]
+
+logger = logging.getLogger(__name__)
+
+#: ``service.search.run_search``'s signature: ``(spec, job_id, db_url, artifacts_dir, *,
+#: on_progress, should_stop, ray_address, storage_path) -> {"status", "best"}``; raises on
+#: failure.
+Runner = Callable[..., dict[str, Any]]
+
+_MAX_ERROR_CHARS = 4000
+_CANCEL_POLL_S = 1.0
+_STALE_SWEEP_S = 60.0
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+class _Heartbeat:
+    """Background thread that marks a job alive every ``period_s`` while its search runs."""
+
+    def __init__(self, store: JobStore, job_id: str, period_s: float) -> None:
+        self._store, self._job_id, self._period_s = store, job_id, period_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._period_s):
+            try:
+                self._store.heartbeat(self._job_id)
+            except RelaxtuneError as exc:  # a missed beat is not fatal; the next may succeed
+                logger.warning("heartbeat of job %s failed: %s", self._job_id, exc)
+
+
+class Controller:
+    """Runs queued jobs from ``store`` with ``runner`` (default: ``service.search.run_search``).
+
+    ``runner`` can be replaced (tests inject a fake); ``worker_id`` identifies this controller
+    across restarts (default: ``settings.worker_id`` or the host name; give controllers sharing
+    a host distinct ids).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        runner: Runner | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.worker_id = worker_id or settings.worker_id or socket.gethostname()
+        self._runner = runner
+        self._stopping = threading.Event()
+        self._last_stale_sweep = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the controller to stop: the running search is interrupted and its job requeued
+        (not cancelled), and no further job is claimed. Safe to call from a signal handler."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    def recover(self) -> list[str]:
+        """Requeue this worker's jobs left running by a previous run, and any worker's jobs
+        whose heartbeat is stale. Returns the requeued ids."""
+        ids = self.store.requeue_running(self.worker_id)
+        ids += self.store.requeue_running(stale_after_s=self.settings.stale_after_s)
+        self._last_stale_sweep = time.monotonic()
+        return ids
+
+    def run_forever(self, poll_s: float = 1.0) -> None:
+        """Recover, then claim and run jobs until :meth:`stop` is called."""
+        logger.info("controller %s started on %r", self.worker_id, self.store)
+        self.recover()
+        while not self.stopping:
+            try:
+                ran = self.run_once()
+            except RelaxtuneError as exc:  # the database may come back; keep polling
+                logger.error("controller loop: %s", exc)
+                ran = None
+            if ran is None:
+                if time.monotonic() - self._last_stale_sweep > _STALE_SWEEP_S:
+                    try:
+                        self.store.requeue_running(stale_after_s=self.settings.stale_after_s)
+                    except RelaxtuneError as exc:
+                        logger.error("requeueing stale jobs: %s", exc)
+                    self._last_stale_sweep = time.monotonic()
+                self._stopping.wait(poll_s)
+        logger.info("controller %s stopped", self.worker_id)
+
+    def drain(self) -> list[Job]:
+        """Run queued jobs until the queue is empty (or :meth:`stop`); return them finished."""
+        done = []
+        while not self.stopping and (job := self.run_once()) is not None:
+            done.append(job)
+        return done
+
+    def run_once(self) -> Job | None:
+        """Claim the oldest queued job and run it; ``None`` when the queue is empty."""
+        if self.stopping:
+            return None
+        job = self.store.claim_next(self.worker_id)
+        if job is None:
+            return None
+        return self.run_job(job)
+
+    # --- one job --------------------------------------------------------------------------
+
+    def _get_runner(self) -> Runner:
+        if self._runner is None:
+            from service.search import run_search  # imports ray: only when a job runs
+
+            self._runner = run_search
+        return self._runner
+
+    def run_job(self, job: Job) -> Job:
+        """Run a job this controller has claimed and record how it ended."""
+        from search_spaces import SpecError, parse_spec
+
+        logger.info("running job %s (%s) for tenant %s", job.id, job.name, job.tenant)
+        try:
+            spec = parse_spec(job.spec)
+        except SpecError as exc:
+            # Specs are validated on submission; this means the schema changed since.
+            return self.store.finish(job.id, "failed", error=f"stored spec is invalid: {exc}")
+
+        try:
+            with _Heartbeat(self.store, job.id, self.settings.heartbeat_s):
+                result = self._get_runner()(
+                    spec,
+                    job.id,
+                    self.store.url,
+                    Path(self.settings.artifacts),
+                    on_progress=self._progress_callback(job.id),
+                    should_stop=self._stop_callback(job.id),
+                    ray_address=self.settings.ray_address,
+                    storage_path=self.settings.ray_storage,
+                )
+        except Exception as exc:
+            if self.stopping and not self._cancel_requested(job.id):
+                logger.warning("job %s interrupted by shutdown (%s); requeued", job.id, exc)
+                return self._requeue(job)
+            logger.exception("job %s failed", job.id)
+            return self.store.finish(job.id, "failed", error=_error_text(exc))
+        return self._record_result(job, result)
+
+    def _record_result(self, job: Job, result: dict[str, Any]) -> Job:
+        status = result.get("status") if isinstance(result, dict) else None
+        best = result.get("best") if isinstance(result, dict) else None
+        if status == "succeeded":
+            logger.info("job %s succeeded", job.id)
+            return self.store.finish(job.id, "succeeded", best=best)
+        if status == "cancelled":
+            if self.stopping and not self._cancel_requested(job.id):
+                # Stopped because this controller is shutting down, not because a user asked:
+                # the job goes back to the queue and resumes from its study later.
+                logger.info("job %s interrupted by shutdown; requeued", job.id)
+                return self._requeue(job)
+            logger.info("job %s cancelled", job.id)
+            return self.store.finish(job.id, "cancelled", best=best)
+        return self.store.finish(
+            job.id, "failed", error=f"the search returned an unknown status {status!r}"
+        )
+
+    def _requeue(self, job: Job) -> Job:
+        self.store.requeue_running(self.worker_id)
+        return self.store.get_job(job.id)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        try:
+            return self.store.is_cancel_requested(job_id)
+        except RelaxtuneError as exc:
+            logger.warning("reading the cancel flag of job %s: %s", job_id, exc)
+            return False
+
+    def _progress_callback(self, job_id: str) -> Callable[[dict[str, Any]], None]:
+        def on_progress(progress: dict[str, Any]) -> None:
+            try:
+                self.store.update_progress(job_id, progress)
+            except RelaxtuneError as exc:  # progress is advisory; never fail a search on it
+                logger.warning("recording progress of job %s: %s", job_id, exc)
+
+        return on_progress
+
+    def _stop_callback(self, job_id: str) -> Callable[[], bool]:
+        # The driver may poll this often; read the flag at most once per _CANCEL_POLL_S.
+        last_check = 0.0
+        cancelled = False
+
+        def should_stop() -> bool:
+            nonlocal last_check, cancelled
+            if self.stopping:
+                return True
+            now = time.monotonic()
+            if not cancelled and now - last_check >= _CANCEL_POLL_S:
+                last_check = now
+                cancelled = self._cancel_requested(job_id)
+            return cancelled
+
+        return should_stop
