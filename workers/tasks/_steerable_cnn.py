@@ -92,10 +92,12 @@ class SteerableCNNConfig:
         return "fourier_elu" if self.group == "SO2" else "relu"
 
     def pool_after(self) -> set[int]:
-        """Blocks (0-based) followed by 2×2 pooling: at most two, spread over the depth."""
+        """Blocks (0-based) followed by 2×2 pooling: two, after the first and second third of
+        the blocks (depth 2 and 3: after blocks 0 and 1), so most convolutions run on the
+        cheaper 14×14 and 7×7 grids."""
         if self.depth == 1:
             return {0}
-        return {(self.depth + 1) // 2 - 1, self.depth - 1}
+        return {-(-self.depth // 3) - 1, -(-2 * self.depth // 3) - 1}
 
 
 def build_gspace(group: str, max_frequency: int = 3) -> gspaces.GSpace2D:
