@@ -1,0 +1,677 @@
+"""The search driver of one job: Ray Tune over an Optuna study in the job's database.
+
+    spec ──> study "job-<id>" (Optuna RDB storage, TPE with constant_liar, seeded)
+         ──> Ray Tune: RelaxOptunaSearch (define-by-run over the spec's search space),
+             RelaxationAwareASHA on the projected validation metric, trials =
+             workers.trainable.relax_trial with the spec's resources
+         ──> best COMPLETE trial (projected metric) ──> exported, verified checkpoint
+             <artifacts>/jobs/<id>/best, attached to its Optuna trial as an artifact.
+
+Resuming: running the same job again keeps every finished trial in the study; trials a
+dead driver left RUNNING are marked FAIL and their parameters re-queued (with the path of
+their last epoch state, so they continue where they stopped); the new Tune run only
+launches the trials still missing from the budget.
+
+This module imports Ray and torch: only the controller and ``relaxtune run`` load it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces import JobSpec, SpecError
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_projected"
+FINAL_ATTRS = (
+    "val_projected",
+    "val_relaxed",
+    "equivariance_error_relaxed",
+    "equivariance_error_projected",
+)
+
+
+def study_name(job_id: str) -> str:
+    return f"job-{job_id}"
+
+
+def job_dir(artifacts_dir: str | Path, job_id: str) -> Path:
+    return Path(artifacts_dir) / "jobs" / job_id
+
+
+def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on the job database (pre-ping: survives server restarts)."""
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if db_url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": 30}
+    return optuna.storages.RDBStorage(db_url, engine_kwargs=kwargs, heartbeat_interval=None)
+
+
+def check_objective(spec: JobSpec) -> None:
+    """The objective must be the task's metric, in the task's direction."""
+    from workers.tasks import get_task_class
+
+    task_cls = get_task_class(spec.task)
+    expected = f"val_{task_cls.metric}"
+    if spec.objective.metric != expected:
+        raise SpecError(
+            "objective.metric",
+            f"task {spec.task} reports {expected!r}, got {spec.objective.metric!r}",
+        )
+    if spec.objective.mode != task_cls.mode:
+        raise SpecError(
+            "objective.mode",
+            f"{expected} must be {'maximised' if task_cls.mode == 'max' else 'minimised'}: use {task_cls.mode!r}",
+        )
+
+
+# ---- the searcher ----------------------------------------------------------------------
+def _make_searcher_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class RelaxOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch, with the states a user of Optuna expects.
+
+        Stock OptunaSearch records trials stopped by the scheduler as COMPLETE with a
+        truncated value; here they are PRUNED (their intermediate values stay). Each epoch
+        also stores the full report in the trial's ``history`` user attribute, and a
+        finished trial gets its final metrics as user attributes.
+        """
+
+        def __init__(self, *args, epochs: int, trials_dir: str, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.epochs = epochs
+            self.trials_dir = trials_dir
+            self.cancelled = False
+            self._history: dict[str, list[dict[str, Any]]] = {}
+            self._last: dict[str, dict[str, Any]] = {}
+
+        def suggest(self, trial_id: str):
+            config = super().suggest(trial_id)
+            if config is None:
+                return None
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+            config["_trial_number"] = ot_trial.number
+            resume = ot_trial.user_attrs.get("resume_from")
+            if resume:
+                config["_resume_from"] = resume
+            return config
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            ot_trial = self._ot_trials[trial_id]
+            epoch = int(result.get("done_epochs", result.get("training_iteration", 0)))
+            entry = {
+                k: result.get(k)
+                for k in (
+                    "epoch",
+                    "progress",
+                    "theta",
+                    "val_projected",
+                    "val_relaxed",
+                    "train_loss",
+                    "penalty_lie",
+                    "penalty_norm",
+                    "penalty_proj",
+                    "equivariance_error_relaxed",
+                    "equivariance_error_projected",
+                    "epoch_seconds",
+                )
+            }
+            history = self._history.setdefault(
+                trial_id, list(ot_trial.user_attrs.get("history_before", []))
+            )
+            history.append(_json_safe(entry))
+            self._last[trial_id] = result
+            value = result.get(self.metric)
+            if value is not None and math.isfinite(value):
+                ot_trial.report(float(value), epoch)
+            ot_trial.set_user_attr("history", history)
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict | None = None, error: bool = False
+        ) -> None:
+            if trial_id in self._completed_trials:
+                return
+            ot_trial = self._ot_trials[trial_id]
+            last = result or self._last.get(trial_id) or {}
+            done = int(last.get("done_epochs", 0))
+            value = last.get(self.metric)
+            for key in FINAL_ATTRS:
+                if last.get(key) is not None:
+                    ot_trial.set_user_attr(key, _json_safe(last[key]))
+            if "theta" in last:
+                ot_trial.set_user_attr("final_theta", float(last["theta"]))
+            ot_trial.set_user_attr(
+                "trial_dir", str(Path(self.trials_dir) / f"{ot_trial.number:05d}")
+            )
+            if error or value is None or not math.isfinite(value):
+                ot_trial.set_user_attr("stop_reason", "error" if error else "no finite metric")
+                state, value = TrialState.FAIL, None
+            elif self.cancelled and done < self.epochs:
+                ot_trial.set_user_attr("stop_reason", "job cancelled")
+                state, value = TrialState.FAIL, None
+            elif done < self.epochs:
+                ot_trial.set_user_attr("stop_reason", f"pruned by the scheduler after epoch {done}")
+                state, value = TrialState.PRUNED, None
+            else:
+                state = TrialState.COMPLETE
+            try:
+                self._ot_study.tell(ot_trial, value, state=state)
+            except Exception as exc:  # a trial already finished elsewhere must not stop the search
+                log.warning("could not record trial %s: %s", ot_trial.number, exc)
+            self._completed_trials.add(trial_id)
+
+    return RelaxOptunaSearch
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+# ---- resume: reconcile what a dead driver left behind ----------------------------------
+def reconcile_study(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a dead driver FAIL and re-queue their parameters (with
+    their epoch history and last state folder so they continue). Returns how many."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        if trial.state == TrialState.WAITING:
+            continue
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "stop_reason", "driver stopped; re-queued"
+        )
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        attrs = {"requeued_from": trial.number}
+        trial_dir = trial.user_attrs.get("checkpoint")
+        if trial_dir is None:
+            # the driver may have died before the trial finished: its state folder is by number
+            trial_dir = str(Path(study.user_attrs.get("trials_dir", ".")) / f"{trial.number:05d}")
+        if (Path(trial_dir) / "state.pt").exists():
+            attrs["resume_from"] = trial_dir
+            attrs["history_before"] = trial.user_attrs.get("history", [])
+        study.enqueue_trial(trial.params, user_attrs=attrs)
+        count += 1
+    return count
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that used up budget: COMPLETE, PRUNED, and FAIL that were not re-queued."""
+    n = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif (
+            t.state == TrialState.FAIL
+            and t.user_attrs.get("stop_reason") != "driver stopped; re-queued"
+        ):
+            n += 1
+    return n
+
+
+def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
+    """Counts by state and the best projected value so far (from the study: the truth)."""
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+    best = None
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+            if t.value is not None and (
+                best is None or (t.value > best if mode == "max" else t.value < best)
+            ):
+                best = t.value
+        elif t.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            if t.user_attrs.get("stop_reason") != "driver stopped; re-queued":
+                counts["failed"] += 1
+        elif t.state == TrialState.RUNNING:
+            counts["running"] += 1
+    return {**counts, "total": total, "best_value": best}
+
+
+# ---- the run ---------------------------------------------------------------------------
+class _Watcher(threading.Thread):
+    """Polls the study for progress and the caller for cancellation while Tune runs."""
+
+    def __init__(
+        self, study, total, mode, on_progress, should_stop, stop_event, searcher, bar, period=1.0
+    ):
+        super().__init__(daemon=True)
+        self.study, self.total, self.mode = study, total, mode
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.stop_event, self.searcher, self.bar = stop_event, searcher, bar
+        self.period = period
+        self.finished = threading.Event()
+
+    def poll(self) -> dict[str, Any]:
+        progress = progress_of(self.study, self.total, self.mode)
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        if self.bar is not None:
+            self.bar.update(progress)
+        return progress
+
+    def run(self) -> None:
+        while not self.finished.wait(self.period):
+            try:
+                self.poll()
+                if self.should_stop is not None and self.should_stop():
+                    self.searcher.cancelled = True
+                    self.stop_event.set()
+            except Exception as exc:  # a DB hiccup must not kill the search
+                log.warning("progress poll failed: %s", exc)
+
+
+def _ray_init(ray_address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": True,
+        "logging_level": logging.WARNING,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def run_search(
+    spec: JobSpec,
+    job_id: str,
+    db_url: str,
+    artifacts_dir: str | Path,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    ray_address: str | None = None,
+    storage_path: str | None = None,
+    show_progress: bool = False,
+    num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the search of one job; export its best trial.
+
+    Returns ``{"status": "succeeded"|"cancelled", "best": {...}|None, "progress": {...}}``.
+    Raises ``SpecError`` for a spec the task cannot honour and ``RuntimeError`` when no
+    trial completed.
+    """
+    import ray
+    from ray import tune
+
+    from service._scheduler import RelaxationAwareASHA
+    from workers.trainable import relax_trial
+
+    check_objective(spec)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    jdir = job_dir(artifacts_dir, job_id).resolve()
+    trials_dir = jdir / "trials"
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    storage = optuna_storage(db_url)
+    mode = spec.objective.mode
+    sampler = optuna.samplers.TPESampler(
+        seed=spec.seed,
+        constant_liar=True,
+        n_startup_trials=min(10, max(2, spec.budget.trials // 3)),
+    )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name(job_id),
+        sampler=sampler,
+        load_if_exists=True,
+        direction="maximize" if mode == "max" else "minimize",
+    )
+    study.set_user_attr("job_id", job_id)
+    study.set_user_attr("spec", json.loads(spec.to_json()))
+    study.set_user_attr("trials_dir", str(trials_dir))
+    requeued = reconcile_study(study)
+    if requeued:
+        log.warning(
+            "job %s: %d trial(s) left running by a previous driver were re-queued", job_id, requeued
+        )
+    remaining = spec.budget.trials - finished_count(study)
+    total = spec.budget.trials
+    bar = _ProgressBar(total, mode) if show_progress else None
+    stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
+    stop_event.clear()
+    searcher = None
+    started = time.perf_counter()
+    if remaining > 0:
+        _ray_init(ray_address, num_cpus)
+        Searcher = _make_searcher_class()
+        space = spec.resolved_space()
+        searcher = Searcher(
+            space=space.suggest,
+            metric=OBJECTIVE,
+            mode=mode,
+            sampler=sampler,
+            storage=storage,
+            study_name=study_name(job_id),
+            seed=spec.seed,
+            epochs=spec.budget.epochs,
+            trials_dir=str(trials_dir),
+        )
+        if spec.scheduler == "asha":
+            asha = spec.asha
+            scheduler = RelaxationAwareASHA(
+                metric=OBJECTIVE,
+                mode=mode,
+                max_t=spec.budget.epochs,
+                grace_period=asha.grace_period if asha else 1,
+                reduction_factor=asha.reduction_factor if asha else 2.0,
+            )
+        else:
+            scheduler = None
+        base = {
+            "task": spec.task,
+            "model": dict(spec.model),
+            "data": dict(spec.data),
+            "epochs": spec.budget.epochs,
+            "seed": spec.seed,
+            "trials_dir": str(trials_dir),
+            "device": "cuda" if spec.resources.gpu > 0 else "cpu",
+        }
+        trainable = tune.with_resources(
+            tune.with_parameters(relax_trial, base=base),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        run_name = f"run-{int(time.time())}"
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=remaining,
+                max_concurrent_trials=min(spec.budget.max_concurrent, remaining),
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=str(storage_path or (jdir / "ray")),
+                stop=_CancelStopper(job_id),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=spec.retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+        watcher = _Watcher(study, total, mode, on_progress, should_stop, stop_event, searcher, bar)
+        watcher.start()
+        try:
+            tuner.fit()
+        finally:
+            watcher.finished.set()
+            watcher.join(timeout=5)
+    final = progress_of(study, total, mode)
+    if on_progress is not None:
+        on_progress(final)
+    if bar is not None:
+        bar.update(final)
+        bar.close()
+    cancelled = stop_event.is_set()
+    best = None
+    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if completed:
+        best = export_best(job_id, db_url, artifacts_dir, study=study)
+    elif not cancelled:
+        reasons = {
+            t.user_attrs.get("stop_reason")
+            for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.FAIL
+        }
+        raise RuntimeError(
+            f"no trial completed ({final['failed']} failed, {final['pruned']} pruned; reasons: {sorted(r for r in reasons if r)})"
+        )
+    result = {
+        "status": "cancelled" if cancelled else "succeeded",
+        "best": best,
+        "progress": final,
+        "seconds": time.perf_counter() - started,
+        "job_id": job_id,
+    }
+    if show_progress:
+        print_summary(result, study)
+    del ray
+    return result
+
+
+#: cancellation flags of the jobs this process drives (Tune pickles its stopper, so the
+#: stopper carries only the job id and looks its flag up here)
+_CANCEL_EVENTS: dict[str, threading.Event] = {}
+
+
+def _stopper_base():
+    from ray.tune import Stopper
+
+    return Stopper
+
+
+class _CancelStopper(_stopper_base()):
+    """Tune stopper that ends the whole experiment once the job is cancelled."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def _set(self) -> bool:
+        event = _CANCEL_EVENTS.get(self.job_id)
+        return event is not None and event.is_set()
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self._set()
+
+    def stop_all(self) -> bool:
+        return self._set()
+
+
+# ---- export of the best trial ----------------------------------------------------------
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The COMPLETE trial with the best projected validation metric (never Ray's latest)."""
+    completed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    if not completed:
+        raise RuntimeError("no completed trial to export")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(completed, key=lambda t: t.value)
+
+
+def export_best(
+    job_id: str, db_url: str, artifacts_dir: str | Path, *, study: optuna.Study | None = None
+) -> dict[str, Any]:
+    """Project, export, verify and store the best trial's model; attach it to its trial.
+
+    Writes ``<artifacts>/jobs/<id>/best`` atomically (a failure leaves the trials intact and
+    the export can be retried with ``relaxtune export JOB``).
+    """
+    from workers.training import Trainer, TrialConfig, verify_checkpoint, write_checkpoint
+
+    storage = optuna_storage(db_url)
+    study = study or optuna.load_study(study_name=study_name(job_id), storage=storage)
+    spec = study.user_attrs["spec"]
+    trial = best_trial(study)
+    trial_dir = Path(
+        trial.user_attrs.get("trial_dir")
+        or Path(study.user_attrs["trials_dir"]) / f"{trial.number:05d}"
+    )
+    from search_spaces import check_hparams, parse_spec
+
+    job_spec = parse_spec(spec)
+    # fixed parameters of the space are not Optuna params: rebuild the full dict
+    hparams = check_hparams(_trial_hparams(job_spec, trial))
+    config = TrialConfig(
+        task=job_spec.task,
+        model=dict(job_spec.model),
+        data=dict(job_spec.data),
+        hparams=hparams,
+        epochs=job_spec.budget.epochs,
+        seed=job_spec.seed,
+        device="cpu",
+    )
+    trainer = Trainer(config)
+    if not trainer.load_state(trial_dir):
+        raise RuntimeError(f"trial {trial.number}: no saved state in {trial_dir}")
+    out = job_dir(artifacts_dir, job_id) / "best"
+    _, metrics = write_checkpoint(trainer, out)
+    verification = verify_checkpoint(out)
+    if not verification["passed"]:
+        raise RuntimeError(f"exported checkpoint does not verify: {verification['problems']}")
+    certificate = json.loads((out / "certificate.json").read_text())
+    artifact_id = _attach_artifact(study, trial, out, artifacts_dir)
+    # Optuna refuses edits to finished trials, so the link lives on the study
+    study.set_user_attr("best_trial", trial.number)
+    study.set_user_attr("best_checkpoint", str(out.resolve()))
+    study.set_user_attr("best_artifact_id", artifact_id)
+    best = {
+        "trial": trial.number,
+        "params": hparams,
+        "searched_params": dict(trial.params),
+        "value": trial.value,
+        "val_relaxed": trial.user_attrs.get("val_relaxed"),
+        "metrics": {k: v for k, v in metrics.items() if k != "history"},
+        "certificate": {
+            k: certificate[k] for k in ("group", "max_error_exact", "tolerance", "passed")
+        },
+        "checkpoint": str(out.resolve()),
+        "artifact_id": artifact_id,
+    }
+    (out.parent / "best.json").write_text(
+        json.dumps(_json_safe(best), indent=2, default=str) + "\n"
+    )
+    return best
+
+
+def _trial_hparams(job_spec: JobSpec, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The full flat hyperparameters a trial trained with (defaults + fixed + sampled)."""
+    from search_spaces import FixedParam
+
+    space = job_spec.resolved_space()
+    values: dict[str, Any] = {}
+    for key, param in space.params.items():
+        if key in trial.params:
+            values[key] = trial.params[key]
+        elif isinstance(param, FixedParam) and space.is_active(key, values):
+            values[key] = param.value
+    return values
+
+
+def _attach_artifact(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, folder: Path, artifacts_dir: str | Path
+) -> str | None:
+    """Zip the checkpoint folder into Optuna's file-system artifact store.
+
+    The artifact is attached to the study (Optuna does not allow attaching anything to a
+    trial once it has finished); the study's ``best_trial`` / ``best_artifact_id`` user
+    attributes link it to the trial it came from.
+    """
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    store_dir = Path(artifacts_dir) / "optuna"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = shutil.make_archive(
+            str(Path(tmp) / f"job-checkpoint-trial{trial.number}"), "zip", folder
+        )
+        return upload_artifact(
+            artifact_store=FileSystemArtifactStore(str(store_dir)),
+            file_path=archive,
+            study_or_trial=study,
+            mimetype="application/zip",
+        )
+
+
+# ---- console output --------------------------------------------------------------------
+class _ProgressBar:
+    """A rich progress bar: trials done/total, best projected metric, running trials."""
+
+    def __init__(self, total: int, mode: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("search", total=total, info="starting Ray")
+        self.progress.start()
+        self.mode = mode
+        self._lock = threading.Lock()
+
+    def update(self, p: dict[str, Any]) -> None:
+        best = "-" if p["best_value"] is None else f"{p['best_value']:.4f}"
+        info = (
+            f"best projected {best} | running {p['running']} | complete {p['complete']} "
+            f"pruned {p['pruned']} failed {p['failed']}"
+        )
+        with self._lock:
+            self.progress.update(
+                self.task, completed=p["complete"] + p["pruned"] + p["failed"], info=info
+            )
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def print_summary(result: dict[str, Any], study: optuna.Study) -> None:
+    """The final summary table: best parameters, projected vs relaxed, certificate, path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    p = result["progress"]
+    console.print(
+        f"job {result['job_id']}: {result['status']} in {result['seconds']:.0f}s — "
+        f"{p['complete']} complete, {p['pruned']} pruned, {p['failed']} failed of {p['total']}"
+    )
+    best = result.get("best")
+    if not best:
+        return
+    table = Table(title=f"best trial #{best['trial']}")
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in sorted(best["searched_params"].items()):
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    metric = best["metrics"].get("metric", "metric")
+    table.add_row(f"val_{metric} (projected)", f"{best['value']:.4f}")
+    if best.get("val_relaxed") is not None:
+        table.add_row(f"val_{metric} (relaxed)", f"{best['val_relaxed']:.4f}")
+    test = best["metrics"].get(f"test_{metric}")
+    if test is not None:
+        table.add_row(f"test_{metric} (projected)", f"{test:.4f}")
+    cert = best["certificate"]
+    table.add_row(
+        "equivariance error",
+        f"{cert['max_error_exact']:.2e} (tol {cert['tolerance']:.0e}, "
+        f"{'PASS' if cert['passed'] else 'FAIL'}, {cert['group']})",
+    )
+    table.add_row("checkpoint", best["checkpoint"])
+    console.print(table)
