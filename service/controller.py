@@ -24,7 +24,7 @@ from service.errors import RelaxtuneError
 from service.settings import Settings
 from service.store import Job, JobStore
 
-__all__ = ["Controller", "Runner"]
+__all__ = ["Controller", "JobHeartbeat", "Runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
-class _Heartbeat:
+class JobHeartbeat:
     """Background thread that marks a job alive every ``period_s`` while its search runs."""
 
     def __init__(self, store: JobStore, job_id: str, period_s: float) -> None:
@@ -51,7 +51,7 @@ class _Heartbeat:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> JobHeartbeat:
         self._thread.start()
         return self
 
@@ -72,7 +72,9 @@ class Controller:
 
     ``runner`` can be replaced (tests inject a fake); ``worker_id`` identifies this controller
     across restarts (default: ``settings.worker_id`` or the host name; give controllers sharing
-    a host distinct ids).
+    a host distinct ids). A job interrupted by :meth:`stop` goes back to the queue when
+    ``requeue_on_stop`` (a service controller: another run resumes it), else it is marked
+    failed with a resume hint (a foreground ``relaxtune run``: nobody else would pick it up).
     """
 
     def __init__(
@@ -82,11 +84,13 @@ class Controller:
         *,
         runner: Runner | None = None,
         worker_id: str | None = None,
+        requeue_on_stop: bool = True,
     ) -> None:
         self.store = store
         self.settings = settings
         self.worker_id = worker_id or settings.worker_id or socket.gethostname()
         self._runner = runner
+        self.requeue_on_stop = requeue_on_stop
         self._stopping = threading.Event()
         self._last_stale_sweep = 0.0
 
@@ -167,7 +171,7 @@ class Controller:
             return self.store.finish(job.id, "failed", error=f"stored spec is invalid: {exc}")
 
         try:
-            with _Heartbeat(self.store, job.id, self.settings.heartbeat_s):
+            with JobHeartbeat(self.store, job.id, self.settings.heartbeat_s):
                 result = self._get_runner()(
                     spec,
                     job.id,
@@ -180,7 +184,7 @@ class Controller:
                 )
         except Exception as exc:
             if self.stopping and not self._cancel_requested(job.id):
-                logger.warning("job %s interrupted by shutdown (%s); requeued", job.id, exc)
+                logger.warning("job %s interrupted by shutdown (%s)", job.id, exc)
                 return self._requeue(job)
             logger.exception("job %s failed", job.id)
             return self.store.finish(job.id, "failed", error=_error_text(exc))
@@ -196,7 +200,7 @@ class Controller:
             if self.stopping and not self._cancel_requested(job.id):
                 # Stopped because this controller is shutting down, not because a user asked:
                 # the job goes back to the queue and resumes from its study later.
-                logger.info("job %s interrupted by shutdown; requeued", job.id)
+                logger.info("job %s interrupted by shutdown", job.id)
                 return self._requeue(job)
             logger.info("job %s cancelled", job.id)
             return self.store.finish(job.id, "cancelled", best=best)
@@ -205,6 +209,12 @@ class Controller:
         )
 
     def _requeue(self, job: Job) -> Job:
+        if not self.requeue_on_stop:
+            return self.store.finish(
+                job.id,
+                "failed",
+                error=f"interrupted; resume with `relaxtune run --job {job.id}`",
+            )
         self.store.requeue_running(self.worker_id)
         return self.store.get_job(job.id)
 

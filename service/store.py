@@ -274,13 +274,19 @@ def create_engine_for(url: str) -> Engine:
 class JobStore:
     """Jobs and API tokens in one SQL database (see the module docstring for the contract).
 
+    ``url`` is a SQLAlchemy URL (``sqlite:///relaxtune.db``, ``postgresql+psycopg://…``);
+    a malformed one raises :class:`ValueError`.
+
     Methods are thread-safe (each uses its own pooled connection) and may be called from
     several processes on the same database.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = create_engine_for(url)
+        try:
+            self.engine = create_engine_for(url)
+        except sa.exc.ArgumentError as exc:  # malformed URL or unknown dialect/driver
+            raise ValueError(f"invalid database URL: {exc}") from exc
         self.dialect = self.engine.dialect.name
         self._optuna_storage: Any = None
 

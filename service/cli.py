@@ -1,0 +1,721 @@
+"""The ``relaxtune`` command.
+
+Three kinds of commands:
+
+- database commands (``serve``, ``controller``, ``db upgrade``, ``token``, ``run``, ``export``)
+  work on ``--db`` / ``--artifacts`` directly;
+- client commands (``submit``, ``status``, ``cancel``, ``best``, ``dashboard``) talk to a
+  running service at ``--url`` with ``--token``;
+- worker commands (``train``, ``verify``) run the training code in this process.
+
+Exit codes: 0 success, 1 failure (service error, failed job, failed check), 2 bad input.
+Heavy modules (torch, ray, uvicorn) are imported by the commands that need them only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+
+from service.errors import Conflict, NotFound, RelaxtuneError
+from service.settings import Settings
+
+__all__ = ["CliError", "build_parser", "main"]
+
+logger = logging.getLogger("relaxtune")
+
+DEFAULT_DB = "sqlite:///relaxtune.db"
+DEFAULT_ARTIFACTS = "./artifacts"
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit with ``code`` (2 for bad input)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# --- shared option groups ------------------------------------------------------------------
+
+
+def _add_db_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("RELAXTUNE_DB", DEFAULT_DB),
+        help="database URL (env RELAXTUNE_DB; default %(default)s)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        default=os.environ.get("RELAXTUNE_ARTIFACTS", DEFAULT_ARTIFACTS),
+        help="artifact folder (env RELAXTUNE_ARTIFACTS; default %(default)s)",
+    )
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("RELAXTUNE_URL", DEFAULT_URL),
+        help="service URL (env RELAXTUNE_URL; default %(default)s)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RELAXTUNE_TOKEN"),
+        help="API token (env RELAXTUNE_TOKEN)",
+    )
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray-address",
+        default=os.environ.get("RELAXTUNE_RAY_ADDRESS"),
+        help="Ray cluster address (default: start a local Ray)",
+    )
+    parser.add_argument(
+        "--storage-path",
+        default=os.environ.get("RELAXTUNE_RAY_STORAGE"),
+        help="Ray Tune storage path shared by the cluster (default: under --artifacts)",
+    )
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    values: dict[str, Any] = {"db": args.db, "artifacts": Path(args.artifacts)}
+    if getattr(args, "ray_address", None):
+        values["ray_address"] = args.ray_address
+    if getattr(args, "storage_path", None):
+        values["ray_storage"] = args.storage_path
+    values.update({k: v for k, v in extra.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise CliError(f"invalid settings: {exc}", 2) from exc
+
+
+def _open_store(args: argparse.Namespace, *, upgrade: bool = True) -> Any:
+    from service.store import JobStore
+
+    try:
+        store = JobStore(args.db)
+    except (ValueError, ImportError) as exc:  # malformed URL, missing driver
+        raise CliError(f"cannot use database {args.db!r}: {exc}", 2) from exc
+    if upgrade:
+        store.upgrade()
+    return store
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- HTTP client ---------------------------------------------------------------------------
+
+
+def _http_client(args: argparse.Namespace) -> httpx.Client:
+    """The HTTP client of the client commands (tests replace this function)."""
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    return httpx.Client(base_url=args.url, headers=headers, timeout=60.0)
+
+
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:500] or response.reason_phrase, None
+    if isinstance(detail, dict):
+        return str(detail.get("message")), detail.get("field")
+    if isinstance(detail, list):  # FastAPI's own validation errors
+        return "; ".join(str(d.get("msg", d)) for d in detail), None
+    return str(detail), None
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    """Return a successful response, else raise a :class:`CliError` that says why."""
+    if response.is_success:
+        return response
+    message, field = _detail(response)
+    code = response.status_code
+    if code == 401:
+        raise CliError("unauthorized: pass a valid token with --token or RELAXTUNE_TOKEN")
+    if code in (400, 413, 415, 422):
+        where = f"spec field {field}: " if field else ""
+        raise CliError(f"refused ({code}): {where}{message}", 2)
+    raise CliError(f"{message} (HTTP {code})")
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        with _http_client(args) as client:
+            return _check(client.request(method, path, **kwargs))
+    except httpx.TransportError as exc:
+        raise CliError(f"cannot reach the service at {args.url}: {exc}") from exc
+
+
+def _download(args: argparse.Namespace, path: str, out: Any) -> None:
+    try:
+        with _http_client(args) as client, client.stream("GET", path) as response:
+            if not response.is_success:
+                response.read()
+                _check(response)
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+    except httpx.TransportError as exc:
+        raise CliError(f"cannot reach the service at {args.url}: {exc}") from exc
+
+
+# --- client commands -----------------------------------------------------------------------
+
+
+def _read_spec_bytes(spec: str) -> bytes:
+    if spec == "-":
+        return sys.stdin.buffer.read()
+    path = Path(spec)
+    if not path.is_file():
+        raise CliError(f"spec file not found: {spec}", 2)
+    return path.read_bytes()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a spec file to the service."""
+    body = _read_spec_bytes(args.spec)
+    content_type = "application/json" if args.spec.endswith(".json") else "application/yaml"
+    job = _request(
+        args, "POST", "/v1/jobs", content=body, headers={"Content-Type": content_type}
+    ).json()
+    if args.quiet:
+        print(job["id"])
+    else:
+        print(f"submitted job {job['id']} ({job['name']}): {job['status']}")
+        print(f"  follow it: relaxtune status {job['id']} --watch")
+    return 0
+
+
+def _progress_text(progress: dict[str, Any]) -> str:
+    done = sum(int(progress.get(k) or 0) for k in ("complete", "pruned", "failed"))
+    total = progress.get("total")
+    best = progress.get("best_value")
+    text = f"{done}/{total if total is not None else '?'} trials"
+    text += f" ({progress.get('running', 0) or 0} running)"
+    if best is not None:
+        text += f", best {best:.4g}" if isinstance(best, int | float) else f", best {best}"
+    return text
+
+
+def _show_job(job: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for key in ("id", "name", "tenant", "status"):
+        table.add_row(key, str(job.get(key)))
+    table.add_row("progress", _progress_text(job.get("progress") or {}))
+    if job.get("cancel_requested") and job.get("status") == "running":
+        table.add_row("cancel", "requested")
+    for key in ("created_at", "started_at", "finished_at"):
+        if job.get(key):
+            table.add_row(key.removesuffix("_at"), str(job[key]))
+    if job.get("best"):
+        table.add_row("best", json.dumps(job["best"], default=str))
+    if job.get("error"):
+        table.add_row("error", str(job["error"]))
+    Console().print(table)
+
+
+def _show_jobs(jobs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not jobs:
+        print("no jobs")
+        return
+    table = Table("id", "name", "status", "progress", "created")
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            job["name"],
+            job["status"],
+            _progress_text(job.get("progress") or {}),
+            str(job.get("created_at", ""))[:19],
+        )
+    Console().print(table)
+
+
+def _watch(args: argparse.Namespace, job_id: str) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    job = _request(args, "GET", f"/v1/jobs/{job_id}").json()
+    columns = (
+        TextColumn("[bold]{task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(job["id"], total=None, status=job["status"], detail="")
+        while True:
+            progress = job.get("progress") or {}
+            done = sum(int(progress.get(k) or 0) for k in ("complete", "pruned", "failed"))
+            bar.update(
+                task,
+                completed=done,
+                total=progress.get("total"),
+                status=job["status"],
+                detail=_progress_text(progress),
+            )
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(args.interval)
+            job = _request(args, "GET", f"/v1/jobs/{job_id}").json()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show one job (optionally until it ends) or list the jobs."""
+    if args.job is None:
+        jobs = _request(args, "GET", "/v1/jobs").json()["data"]
+        _print_json(jobs) if args.json else _show_jobs(jobs)
+        return 0
+    job = _watch(args, args.job) if args.watch else _request(args, "GET", f"/v1/jobs/{args.job}")
+    if isinstance(job, httpx.Response):
+        job = job.json()
+    _print_json(job) if args.json else _show_job(job)
+    return 1 if args.watch and job["status"] == "failed" else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Ask the service to cancel a job."""
+    job = _request(args, "DELETE", f"/v1/jobs/{args.job}").json()
+    if job["status"] == "cancelled":
+        print(f"job {job['id']} cancelled")
+    else:
+        print(f"cancel requested for job {job['id']}; it stops at the next check")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """Download the best checkpoint archive and unpack it safely."""
+    from service.artifacts import UnsafeArchive, safe_extract
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
+        raise CliError(f"{out} exists and is not an empty folder (use --force to overwrite)", 2)
+    with tempfile.TemporaryFile() as archive:
+        _download(args, f"/v1/jobs/{args.job}/best/checkpoint", archive)
+        archive.seek(0)
+        try:
+            files = safe_extract(archive, out)
+        except UnsafeArchive as exc:
+            raise CliError(f"refused the downloaded archive: {exc}") from exc
+        except ValueError as exc:  # zipfile.BadZipFile
+            raise CliError(f"the downloaded archive is not a zip file: {exc}") from exc
+    print(f"best checkpoint of job {args.job} written to {out}:")
+    for path in files:
+        print(f"  {path.relative_to(out)}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Save a job's dashboard page."""
+    html = _request(args, "GET", f"/v1/jobs/{args.job}/dashboard").text
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    print(f"dashboard of job {args.job} written to {out}")
+    return 0
+
+
+# --- database commands ---------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Create or upgrade the service and Optuna tables."""
+    store = _open_store(args)
+    print(f"database schema up to date: {store!r}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """Create an API token and print it (once)."""
+    store = _open_store(args)
+    try:
+        token = store.create_token(args.name, tenant=args.tenant, admin=args.admin)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from exc
+    except Conflict as exc:
+        raise CliError(str(exc), 2) from exc
+    _err(
+        f"token {args.name!r} for tenant {args.tenant or args.name!r}"
+        f"{' (admin)' if args.admin else ''}; it is shown only this once:"
+    )
+    print(token)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke an API token by name."""
+    store = _open_store(args)
+    store.revoke_token(args.name)
+    print(f"token {args.name!r} revoked")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List API tokens (names and tenants, never the tokens)."""
+    store = _open_store(args)
+    for t in store.list_tokens():
+        state = "revoked" if t["revoked_at"] else "active"
+        print(f"{t['name']}\ttenant={t['tenant']}\tadmin={t['admin']}\t{state}")
+    return 0
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    """First SIGINT/SIGTERM stops gracefully; a second SIGINT interrupts at once."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        _err(f"received {signal.Signals(signum).name}: stopping (again to abort)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _stop_with_parent(parent_pid: int, stop: Callable[[], None]) -> None:
+    # An embedded controller must not outlive `relaxtune serve` if that dies without cleanup.
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(2)
+        stop()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    """Run the controller: claim queued jobs and run their searches."""
+    from service.controller import Controller
+
+    _setup_logging(args.log_level)
+    settings = _settings(args, worker_id=args.worker_id)
+    store = _open_store(args)
+    controller = Controller(store, settings)
+    _stop_on_signals(controller.stop)
+    if args.parent_pid:
+        _stop_with_parent(args.parent_pid, controller.stop)
+    if args.once:
+        controller.recover()
+        controller.drain()
+    else:
+        controller.run_forever(poll_s=args.poll)
+    return 0
+
+
+def _controller_command(args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, "-m", "service.cli", "controller", "--db", args.db]
+    command += ["--artifacts", str(args.artifacts), "--parent-pid", str(os.getpid())]
+    command += ["--log-level", args.log_level]
+    if args.ray_address:
+        command += ["--ray-address", args.ray_address]
+    if args.storage_path:
+        command += ["--storage-path", args.storage_path]
+    return command
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API (and, by default, a controller process on the same database)."""
+    import uvicorn
+
+    from service.api import create_app
+
+    _setup_logging(args.log_level)
+    settings = _settings(args)
+    store = _open_store(args)
+    controller: subprocess.Popen[bytes] | None = None
+    if not args.no_controller:
+        # A separate process: the controller imports Ray, the API process must not.
+        controller = subprocess.Popen(_controller_command(args))
+        logger.info("controller process %d started", controller.pid)
+    try:
+        uvicorn.run(
+            create_app(settings, store),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level.lower(),
+        )
+    finally:
+        if controller is not None and controller.poll() is None:
+            controller.terminate()
+            try:
+                controller.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                controller.kill()
+                controller.wait()
+        store.close()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one search in the foreground (a new job from SPEC, or resume --job ID)."""
+    from search_spaces import parse_spec
+    from service.controller import Controller
+
+    _setup_logging(args.log_level)
+    settings = _settings(args)
+    store = _open_store(args)
+    worker = f"cli-{socket.gethostname()}-{os.getpid()}"
+    if args.job:
+        if args.spec:
+            _err("note: resuming --job uses the spec stored with the job; SPEC is ignored")
+        try:
+            job = store.claim(args.job, worker, allow_running=True)
+        except NotFound as exc:
+            raise CliError(str(exc), 2) from exc
+        print(f"resuming job {job.id} ({job.name})", file=sys.stderr)
+    elif args.spec:
+        spec = parse_spec(_read_spec_bytes(args.spec))
+        job = store.create_job("local", spec.to_dict(), spec.name)
+        job = store.claim(job.id, worker)
+        _err(f"job {job.id} ({job.name}); resume it with: relaxtune run --job {job.id}")
+    else:
+        raise CliError("give a SPEC file, or --job ID to resume a job", 2)
+
+    from service.search import run_search
+
+    summary: dict[str, Any] = {}
+
+    def runner(*a: Any, **kw: Any) -> dict[str, Any]:
+        result = run_search(*a, show_progress=True, **kw)
+        summary.update(result)
+        return result
+
+    controller = Controller(store, settings, runner=runner, worker_id=worker, requeue_on_stop=False)
+    _stop_on_signals(controller.stop)
+    try:
+        finished = controller.run_job(job)
+    except KeyboardInterrupt:
+        store.finish(
+            job.id, "failed", error=f"interrupted; resume with `relaxtune run --job {job.id}`"
+        )
+        _err(f"interrupted; resume with: relaxtune run --job {job.id}")
+        return 130
+    if summary:
+        _print_json(summary)
+    if finished.status == "failed":
+        raise CliError(f"job {finished.id} failed: {finished.error}")
+    print(f"job {finished.id} {finished.status}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export (or re-export) a finished job's best trial as a checkpoint folder."""
+    from service.search import export_best
+    from service.store import validate_job_id
+
+    try:
+        validate_job_id(args.job)
+    except NotFound as exc:
+        raise CliError(f"not a job id: {args.job!r}", 2) from exc
+    _print_json(export_best(args.job, args.db, Path(args.artifacts)))
+    return 0
+
+
+# --- worker commands -----------------------------------------------------------------------
+
+
+def _key_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return text
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one model from a spec (its search space's defaults, overridden by --set)."""
+    from workers.training import cli_train
+
+    if not Path(args.spec).is_file():
+        raise CliError(f"spec file not found: {args.spec}", 2)
+    _print_json(cli_train(args.spec, args.set, args.seed, args.out, args.epochs))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Re-check a checkpoint folder; exit 1 unless it passes."""
+    from workers.training import CheckpointError, verify_checkpoint
+
+    if not Path(args.dir).is_dir():
+        raise CliError(f"not a folder: {args.dir}", 2)
+    try:
+        report = verify_checkpoint(args.dir)
+    except CheckpointError as exc:
+        raise CliError(f"checkpoint refused: {exc}") from exc
+    _print_json(report)
+    return 0 if report.get("passed") else 1
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``relaxtune``."""
+    parser = argparse.ArgumentParser(
+        prog="relaxtune",
+        description="Hyperparameter search for equivariant networks trained with "
+        "constraint relaxation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], **kw: Any) -> Any:
+        p = sub.add_parser(name, help=func.__doc__, description=func.__doc__, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    def log_level(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+    p = command("serve", cmd_serve)
+    _add_db_options(p)
+    _add_ray_options(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-controller", action="store_true", help="API only (no controller)")
+    log_level(p)
+
+    p = command("controller", cmd_controller)
+    _add_db_options(p)
+    _add_ray_options(p)
+    p.add_argument("--worker-id", help="controller identity (default: host name)")
+    p.add_argument("--poll", type=float, default=1.0, help="queue poll period in seconds")
+    p.add_argument("--once", action="store_true", help="run queued jobs, then exit")
+    p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    log_level(p)
+
+    db = sub.add_parser("db", help="database schema commands").add_subparsers(
+        dest="db_command", required=True, metavar="COMMAND"
+    )
+    p = db.add_parser("upgrade", help=cmd_db_upgrade.__doc__)
+    p.set_defaults(func=cmd_db_upgrade)
+    _add_db_options(p)
+
+    token = sub.add_parser("token", help="API token commands").add_subparsers(
+        dest="token_command", required=True, metavar="COMMAND"
+    )
+    p = token.add_parser("create", help=cmd_token_create.__doc__)
+    p.set_defaults(func=cmd_token_create)
+    p.add_argument("name")
+    p.add_argument("--tenant", help="tenant of the token (default: its name)")
+    p.add_argument("--admin", action="store_true", help="may see every tenant's jobs")
+    _add_db_options(p)
+    p = token.add_parser("revoke", help=cmd_token_revoke.__doc__)
+    p.set_defaults(func=cmd_token_revoke)
+    p.add_argument("name")
+    _add_db_options(p)
+    p = token.add_parser("list", help=cmd_token_list.__doc__)
+    p.set_defaults(func=cmd_token_list)
+    _add_db_options(p)
+
+    p = command("submit", cmd_submit)
+    p.add_argument("spec", help="job spec file (YAML or JSON; - for stdin)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the job id")
+    _add_client_options(p)
+
+    p = command("status", cmd_status)
+    p.add_argument("job", nargs="?", help="job id (default: list jobs)")
+    p.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    p.add_argument("--interval", type=float, default=2.0, help="--watch poll period (s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_client_options(p)
+
+    p = command("cancel", cmd_cancel)
+    p.add_argument("job")
+    _add_client_options(p)
+
+    p = command("best", cmd_best)
+    p.add_argument("job")
+    p.add_argument("--out", required=True, help="folder to unpack the checkpoint into")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    _add_client_options(p)
+
+    p = command("dashboard", cmd_dashboard)
+    p.add_argument("job")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    _add_client_options(p)
+
+    p = command("run", cmd_run)
+    p.add_argument("spec", nargs="?", help="job spec file (YAML or JSON)")
+    p.add_argument("--job", help="resume this job instead of creating one")
+    _add_db_options(p)
+    _add_ray_options(p)
+    log_level(p)
+
+    p = command("export", cmd_export)
+    p.add_argument("job")
+    _add_db_options(p)
+
+    p = command("train", cmd_train)
+    p.add_argument("spec", help="job spec file (YAML or JSON)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="override one hyperparameter (repeatable), e.g. relax.schedule=triangular",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="checkpoint folder")
+    p.add_argument("--epochs", type=int)
+
+    p = command("verify", cmd_verify)
+    p.add_argument("dir", help="checkpoint folder")
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _err(f"relaxtune: error: {message}")
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``relaxtune`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        _fail(str(exc), exc.code)
+    except (NotFound, Conflict) as exc:
+        _fail(str(exc), 2)
+    except RelaxtuneError as exc:
+        _fail(str(exc), 1)
+    except ValueError as exc:
+        # SpecError (a ValueError) names the field; other ValueErrors are bad input too.
+        field = getattr(exc, "field", None)
+        _fail(f"spec field {field}: {getattr(exc, 'message', exc)}" if field else str(exc), 2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
