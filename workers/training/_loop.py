@@ -245,6 +245,8 @@ class Trainer:
 
     # ---- resume state (internal; loads with weights_only=True) -------------------------
     def state_dict(self) -> dict[str, Any]:
+        # escnn adds cached filters to the state dict in eval mode: save in train mode
+        self.model.train()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -268,6 +270,7 @@ class Trainer:
         if not path.exists():
             return False
         state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.train()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])

@@ -1,0 +1,197 @@
+"""Real searches: Ray Tune over an Optuna study in the job database, on both tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search_spaces import SpecError, parse_spec
+from service._scheduler import RelaxationAwareASHA
+from service.search import export_best, run_search, study_name
+from workers.training import verify_checkpoint
+
+pytestmark = pytest.mark.slow
+
+NBODY = {
+    "name": "tiny-nbody",
+    "task": "nbody",
+    "model": {"hidden": 16, "layers": 2},
+    "data": {"train_size": 100, "val_size": 50, "test_size": 50},
+    "search_space": {
+        "preset": "relax",
+        "override": {"relax.lambda_lie": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}},
+    },
+    "budget": {"trials": 4, "epochs": 2, "max_concurrent": 2},
+    "objective": {"metric": "val_mse", "mode": "min"},
+    "resources": {"cpu": 1, "gpu": 0},
+    "scheduler": "asha",
+    "asha": {"grace_period": 1, "reduction_factor": 2},
+    "seed": 0,
+}
+
+MNIST = {
+    "name": "tiny-mnist",
+    "task": "rotated_mnist",
+    "model": {"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
+    "data": {"train_size": 200, "val_size": 100, "test_size": 100},
+    "search_space": "relax",
+    "budget": {"trials": 3, "epochs": 2, "max_concurrent": 2},
+    "objective": {"metric": "val_accuracy", "mode": "max"},
+    "resources": {"cpu": 1, "gpu": 0},
+    "scheduler": "none",
+    "seed": 1,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _check_finished_search(tmp_path: Path, job_id: str, spec: dict, result: dict) -> optuna.Study:
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    study = optuna.load_study(study_name=study_name(job_id), storage=db)
+    trials = study.get_trials()
+    assert len(trials) == spec["budget"]["trials"]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete, "at least one trial completes"
+    for t in complete:
+        assert t.user_attrs["ray_trial_id"]
+        assert len(t.user_attrs["history"]) == spec["budget"]["epochs"]
+        assert set(t.intermediate_values) == set(range(1, spec["budget"]["epochs"] + 1))
+        assert t.value == pytest.approx(t.user_attrs["val_projected"])
+        assert t.user_attrs["equivariance_error_projected"] < 1e-4
+        assert "final_theta" in t.user_attrs and Path(t.user_attrs["checkpoint"]).is_dir()
+    best = result["best"]
+    maximize = spec["objective"]["mode"] == "max"
+    expected = (max if maximize else min)(complete, key=lambda t: t.value)
+    assert best["trial"] == expected.number and best["value"] == pytest.approx(expected.value)
+    report = verify_checkpoint(best["checkpoint"])
+    assert report["passed"], report["problems"]
+    assert study.user_attrs["best_trial"] == expected.number
+    assert study.user_attrs["best_artifact_id"]
+    return study
+
+
+def test_tiny_search_nbody(tmp_path):
+    spec = parse_spec(NBODY)
+    result = run_search(spec, "nbodyjob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art")
+    assert result["status"] == "succeeded"
+    _check_finished_search(tmp_path, "nbodyjob", NBODY, result)
+    metrics = json.loads((tmp_path / "art/jobs/nbodyjob/best/metrics.json").read_text())
+    assert "test_mse" in metrics and metrics["test_mse"] > 0
+
+
+def test_tiny_search_rotated_mnist(tmp_path):
+    spec = parse_spec(MNIST)
+    progress_seen = []
+    result = run_search(
+        spec, "mnistjob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art", on_progress=progress_seen.append
+    )
+    assert result["status"] == "succeeded"
+    _check_finished_search(tmp_path, "mnistjob", MNIST, result)
+    assert progress_seen and progress_seen[-1]["complete"] + progress_seen[-1]["pruned"] == 3
+    # the export can be redone later (relaxtune export JOB) and gives the same trial
+    again = export_best("mnistjob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art")
+    assert again["trial"] == result["best"]["trial"]
+
+
+def test_asha_prunes_and_records_pruned(tmp_path):
+    """Six sequential trials over learning rates spanning 4 decades: ASHA stops the bad
+    ones at the first rungs and Optuna records them PRUNED with their intermediate values."""
+    spec = dict(NBODY, name="prune", budget={"trials": 6, "epochs": 4, "max_concurrent": 1},
+                search_space={"optim.lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+                              "relax.schedule": "none"})
+    result = run_search(parse_spec(spec), "prunejob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art")
+    study = optuna.load_study(study_name=study_name("prunejob"), storage=f"sqlite:///{tmp_path / 'jobs.db'}")
+    pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
+    assert pruned, [(t.state, t.intermediate_values) for t in study.get_trials()]
+    for t in pruned:
+        assert t.intermediate_values and max(t.intermediate_values) < 4
+        assert t.user_attrs["stop_reason"].startswith("pruned")
+    assert result["progress"]["pruned"] == len(pruned)
+
+
+def test_refused_spec_writes_nothing(tmp_path):
+    db = tmp_path / "jobs.db"
+    bad = dict(NBODY, objective={"metric": "val_accuracy", "mode": "max"})
+    with pytest.raises(SpecError) as err:
+        run_search(parse_spec(bad), "badjob", f"sqlite:///{db}", tmp_path / "art")
+    assert err.value.field == "objective.metric"
+    assert not db.exists() or not optuna.get_all_study_names(f"sqlite:///{db}")
+
+
+def test_scheduler_compares_only_within_a_relaxation_phase():
+    asha = RelaxationAwareASHA(metric="val_projected", mode="max", max_t=8, grace_period=1, reduction_factor=2)
+    assert asha.rungs == [1, 2, 4]
+    # a settled trial scores 0.9 at epoch 2; a trial still relaxing with 0.5 is not stopped
+    assert asha.decide(2, 0.9, theta=0.0) == "CONTINUE"
+    assert asha.decide(2, 0.5, theta=0.8) == "CONTINUE"
+    # but it is stopped when a relaxing peer did better
+    assert asha.decide(2, 0.7, theta=0.5) == "CONTINUE"
+    assert asha.decide(2, 0.4, theta=0.6) == "STOP"
+    # epochs off the rungs never stop anything
+    assert asha.decide(3, 0.0, theta=0.0) == "CONTINUE"
+
+
+_RESUME_SCRIPT = """
+import sys
+from search_spaces import parse_spec
+from service.search import run_search
+import json
+spec = parse_spec(json.loads(sys.argv[1]))
+run_search(spec, "resumejob", sys.argv[2], sys.argv[3], num_cpus=2)
+"""
+
+
+def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
+    spec = dict(NBODY, name="resume", budget={"trials": 5, "epochs": 3, "max_concurrent": 2}, scheduler="none")
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    args = [sys.executable, "-c", _RESUME_SCRIPT, json.dumps(spec), db, str(tmp_path / "art")]
+    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished_before: dict[int, float] = {}
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(1)
+            try:
+                study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
+            except KeyError:
+                continue
+            finished_before = {t.number: t.value for t in study.get_trials() if t.state == TrialState.COMPLETE}
+            if finished_before and any(t.state == TrialState.RUNNING for t in study.get_trials()):
+                break
+        assert finished_before, "no trial completed before the deadline"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-search
+        proc.wait()
+    study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
+    left_running = [t.number for t in study.get_trials() if t.state == TrialState.RUNNING]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
+    trials = {t.number: t for t in study.get_trials()}
+    for number, value in finished_before.items():  # every finished trial kept as it was
+        assert trials[number].state == TrialState.COMPLETE and trials[number].value == value
+    assert not [t for t in trials.values() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number in left_running:  # reconciled: FAIL, parameters re-queued into a new trial
+        assert trials[number].state == TrialState.FAIL
+        requeued = [t for t in trials.values() if t.user_attrs.get("requeued_from") == number]
+        assert len(requeued) == 1 and requeued[0].params == trials[number].params
+    finished = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == spec["budget"]["trials"]
+    assert (tmp_path / "art/jobs/resumejob/best/model.ts").is_file()
