@@ -51,6 +51,12 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (health, jobs, trials, best, dashboards):
         app.include_router(module.router)
+    # Kept for the 405 handler, which must see every route of a path.
+    app.state.api_routes = [
+        route
+        for module in (health, jobs, trials, best, dashboards)
+        for route in module.router.routes
+    ]
     return app
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import Conflict, LimitExceeded, NotFound, RelaxtuneError, StoreError
 
@@ -49,8 +53,32 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal error")
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        # Starlette's Allow header names only the first route matching the path; a path served
+        # by several routes (GET and POST /v1/jobs) must list all their methods.
+        path = request.scope.get("path", "")
+        methods = {
+            method
+            for route in request.app.router.routes + _api_routes(request.app)
+            if isinstance(route, APIRoute) and route.path_regex.match(path)
+            for method in route.methods
+        }
+        if methods:
+            exc = StarletteHTTPException(
+                405, exc.detail, headers={"Allow": ", ".join(sorted(methods))}
+            )
+    return await http_exception_handler(request, exc)
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    return list(getattr(app.state, "api_routes", []))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; the most specific class wins."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(LimitExceeded, _limit)

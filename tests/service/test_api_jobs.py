@@ -413,3 +413,11 @@ def test_openapi_lists_the_design_endpoints(client: TestClient) -> None:
         "application/json",
         "application/yaml",
     }
+
+
+def test_method_not_allowed_lists_every_method_of_the_path(client: TestClient) -> None:
+    response = client.put("/v1/jobs")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    response = client.patch("/v1/jobs/0123456789abcdef")
+    assert response.headers["allow"] == "DELETE, GET"
