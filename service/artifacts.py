@@ -72,8 +72,8 @@ def _safe_member_path(target: Path, name: str) -> Path:
     posix = PurePosixPath(name.replace("\\", "/"))
     if posix.is_absolute() or ".." in posix.parts or (posix.parts and ":" in posix.parts[0]):
         raise UnsafeArchive(f"archive member {name!r} would escape the target folder")
-    destination = (target / Path(*posix.parts)).resolve()
-    if not destination.is_relative_to(target.resolve()):
+    destination = target / Path(*posix.parts)
+    if not destination.resolve().is_relative_to(target.resolve()):
         raise UnsafeArchive(f"archive member {name!r} would escape the target folder")
     return destination
 

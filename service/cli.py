@@ -240,8 +240,16 @@ def _show_job(job: dict[str, Any]) -> None:
     for key in ("created_at", "started_at", "finished_at"):
         if job.get(key):
             table.add_row(key.removesuffix("_at"), str(job[key]))
-    if job.get("best"):
-        table.add_row("best", json.dumps(job["best"], default=str))
+    best = job.get("best")
+    if isinstance(best, dict):
+        trial = best.get("trial", best.get("number"))
+        value = best.get("value")
+        table.add_row("best", f"trial {trial}, value {value}")
+        certificate = best.get("certificate")
+        if isinstance(certificate, dict) and "passed" in certificate:
+            table.add_row("equivariant", "passed" if certificate["passed"] else "FAILED")
+        if best.get("checkpoint"):
+            table.add_row("checkpoint", str(best["checkpoint"]))
     if job.get("error"):
         table.add_row("error", str(job["error"]))
     Console().print(table)

@@ -252,3 +252,11 @@ def test_safe_extract_nested_folders(tmp_path: Path) -> None:
     written = safe_extract(_zip({"a/b/c.txt": b"deep", "top.txt": b"t"}), tmp_path / "out")
     assert (tmp_path / "out" / "a" / "b" / "c.txt").read_bytes() == b"deep"
     assert len(written) == 2
+
+
+def test_safe_extract_returns_paths_under_a_relative_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    written = safe_extract(_zip({"m.json": b"{}"}), Path("rel"))
+    assert written == [Path("rel") / "m.json"]
