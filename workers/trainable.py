@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from workers.training import EpochReport, Trainer, TrialConfig
@@ -36,6 +37,8 @@ class TuneReportHook:
         trainer.save_state(self.trial_dir)
         metrics = {k: v for k, v in report.as_dict().items() if v is not None}
         metrics["done_epochs"] = trainer.epoch
+        # which Ray node ran the epoch: nodes of one host share node_ip/hostname in results
+        metrics["node_id"] = ray.get_runtime_context().get_node_id()
         with tempfile.TemporaryDirectory(prefix="relaxtune-ckpt-") as tmp:
             shutil.copy2(self.trial_dir / "state.pt", Path(tmp) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
