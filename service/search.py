@@ -54,10 +54,19 @@ def job_dir(artifacts_dir: str | Path, job_id: str) -> Path:
 
 
 def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on the job database (pre-ping: survives server restarts)."""
+    """Optuna's RDB storage on the job database (pre-ping: survives server restarts).
+
+    On a server database the pool is bounded like the job store's: a driver uses few
+    connections at once (Tune's callbacks, the progress watcher, the export), and every
+    controller holding up to ``pool_size + max_overflow`` of them must fit under the server's
+    ``max_connections``; connections are recycled before proxies and firewalls that drop idle
+    ones after half an hour or more do.
+    """
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if db_url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs.update(pool_size=5, max_overflow=10, pool_recycle=1800)
     return optuna.storages.RDBStorage(db_url, engine_kwargs=kwargs, heartbeat_interval=None)
 
 
@@ -106,6 +115,8 @@ def _make_searcher_class():
                 return None
             ot_trial = self._ot_trials[trial_id]
             ot_trial.set_user_attr("ray_trial_id", trial_id)
+            # where the trial keeps its last epoch state (the exported best goes to <job>/best)
+            ot_trial.set_user_attr("checkpoint", str(Path(self.trials_dir) / f"{ot_trial.number:05d}"))
             config["_trial_number"] = ot_trial.number
             resume = ot_trial.user_attrs.get("resume_from")
             if resume:
@@ -135,6 +146,8 @@ def _make_searcher_class():
             history = self._history.setdefault(
                 trial_id, list(ot_trial.user_attrs.get("history_before", []))
             )
+            if history and history[-1].get("epoch") == entry["epoch"]:
+                return  # already recorded (Ray may pass the last result again on completion)
             history.append(_json_safe(entry))
             self._last[trial_id] = result
             value = result.get(self.metric)
@@ -148,6 +161,9 @@ def _make_searcher_class():
             if trial_id in self._completed_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
+            if result and not error and "epoch" in result:
+                # a result the scheduler stopped on reaches the searcher only here
+                self.on_trial_result(trial_id, result)
             last = result or self._last.get(trial_id) or {}
             done = int(last.get("done_epochs", 0))
             value = last.get(self.metric)
@@ -156,9 +172,6 @@ def _make_searcher_class():
                     ot_trial.set_user_attr(key, _json_safe(last[key]))
             if "theta" in last:
                 ot_trial.set_user_attr("final_theta", float(last["theta"]))
-            ot_trial.set_user_attr(
-                "trial_dir", str(Path(self.trials_dir) / f"{ot_trial.number:05d}")
-            )
             if error or value is None or not math.isfinite(value):
                 ot_trial.set_user_attr("stop_reason", "error" if error else "no finite metric")
                 state, value = TrialState.FAIL, None
@@ -295,7 +308,8 @@ def _ray_init(ray_address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # "local": always a fresh local instance, never a cluster someone else started here
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def run_search(
@@ -512,7 +526,7 @@ def export_best(
     spec = study.user_attrs["spec"]
     trial = best_trial(study)
     trial_dir = Path(
-        trial.user_attrs.get("trial_dir")
+        trial.user_attrs.get("checkpoint")
         or Path(study.user_attrs["trials_dir"]) / f"{trial.number:05d}"
     )
     from search_spaces import check_hparams, parse_spec
