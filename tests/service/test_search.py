@@ -56,7 +56,7 @@ MNIST = {
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -100,7 +100,11 @@ def test_tiny_search_rotated_mnist(tmp_path):
     spec = parse_spec(MNIST)
     progress_seen = []
     result = run_search(
-        spec, "mnistjob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art", on_progress=progress_seen.append
+        spec,
+        "mnistjob",
+        f"sqlite:///{tmp_path / 'jobs.db'}",
+        tmp_path / "art",
+        on_progress=progress_seen.append,
     )
     assert result["status"] == "succeeded"
     _check_finished_search(tmp_path, "mnistjob", MNIST, result)
@@ -113,11 +117,21 @@ def test_tiny_search_rotated_mnist(tmp_path):
 def test_asha_prunes_and_records_pruned(tmp_path):
     """Six sequential trials over learning rates spanning 4 decades: ASHA stops the bad
     ones at the first rungs and Optuna records them PRUNED with their intermediate values."""
-    spec = dict(NBODY, name="prune", budget={"trials": 6, "epochs": 4, "max_concurrent": 1},
-                search_space={"optim.lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-                              "relax.schedule": "none"})
-    result = run_search(parse_spec(spec), "prunejob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art")
-    study = optuna.load_study(study_name=study_name("prunejob"), storage=f"sqlite:///{tmp_path / 'jobs.db'}")
+    spec = dict(
+        NBODY,
+        name="prune",
+        budget={"trials": 6, "epochs": 4, "max_concurrent": 1},
+        search_space={
+            "optim.lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+            "relax.schedule": "none",
+        },
+    )
+    result = run_search(
+        parse_spec(spec), "prunejob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art"
+    )
+    study = optuna.load_study(
+        study_name=study_name("prunejob"), storage=f"sqlite:///{tmp_path / 'jobs.db'}"
+    )
     pruned = [t for t in study.get_trials() if t.state == TrialState.PRUNED]
     assert pruned, [(t.state, t.intermediate_values) for t in study.get_trials()]
     for t in pruned:
@@ -136,7 +150,9 @@ def test_refused_spec_writes_nothing(tmp_path):
 
 
 def test_scheduler_compares_only_within_a_relaxation_phase():
-    asha = RelaxationAwareASHA(metric="val_projected", mode="max", max_t=8, grace_period=1, reduction_factor=2)
+    asha = RelaxationAwareASHA(
+        metric="val_projected", mode="max", max_t=8, grace_period=1, reduction_factor=2
+    )
     assert asha.rungs == [1, 2, 4]
     # a settled trial scores 0.9 at epoch 2; a trial still relaxing with 0.5 is not stopped
     assert asha.decide(2, 0.9, theta=0.0) == "CONTINUE"
@@ -159,10 +175,17 @@ run_search(spec, "resumejob", sys.argv[2], sys.argv[3], num_cpus=2)
 
 
 def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
-    spec = dict(NBODY, name="resume", budget={"trials": 5, "epochs": 3, "max_concurrent": 2}, scheduler="none")
+    spec = dict(
+        NBODY,
+        name="resume",
+        budget={"trials": 5, "epochs": 3, "max_concurrent": 2},
+        scheduler="none",
+    )
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     args = [sys.executable, "-c", _RESUME_SCRIPT, json.dumps(spec), db, str(tmp_path / "art")]
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     finished_before: dict[int, float] = {}
     deadline = time.time() + 240
     try:
@@ -172,7 +195,9 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
                 study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
             except KeyError:
                 continue
-            finished_before = {t.number: t.value for t in study.get_trials() if t.state == TrialState.COMPLETE}
+            finished_before = {
+                t.number: t.value for t in study.get_trials() if t.state == TrialState.COMPLETE
+            }
             if finished_before and any(t.state == TrialState.RUNNING for t in study.get_trials()):
                 break
         assert finished_before, "no trial completed before the deadline"
