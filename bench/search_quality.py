@@ -1,0 +1,331 @@
+"""Search quality: the same trial budget for the ``baseline``, ``paper`` and ``relax`` presets,
+then the test metric of each search's best configuration retrained with new seeds.
+
+Per task and preset, a job spec (same task, data, budget, ASHA settings and seed; only
+``search_space`` differs) is searched with ``service.search.run_search`` on a temporary
+SQLite database. The best trial's full hyperparameters (``best["params"]``) are then
+retrained with ``workers.training.train`` for each new seed, and the projected model's TEST
+metric (``metrics.json`` of the checkpoint folder ``train`` writes) is averaged.
+
+Rotated MNIST reports the test error (1 − accuracy), N-body the test MSE; the relative
+improvement of ``relax`` over ``baseline`` is ``(baseline − relax) / baseline`` (goals: ≥ 15%
+on rotated MNIST, ≥ 20% on N-body, with a smaller seed std).
+
+    .venv/bin/python bench/search_quality.py [--quick] [--tasks rotated_mnist,nbody]
+        [--seeds 3] [--workers 2]
+
+The last line printed is the rotated-MNIST relative test-error improvement of relax over
+baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401  (puts the repository root on sys.path)
+from _common import mean_std, save_results, table
+
+PRESETS = ("baseline", "paper", "relax")
+GOALS = {"rotated_mnist": 0.15, "nbody": 0.20}
+
+#: the Lie-derivative penalty applies to continuous groups: added to relax for N-body, as
+#: in search_spaces/examples/nbody.yaml
+NBODY_RELAX = {
+    "preset": "relax",
+    "override": {"relax.lambda_lie": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True}},
+}
+
+
+def sizes(quick: bool) -> dict[str, dict[str, Any]]:
+    """Model, data and budget per task (full: about 25 minutes in all on 2 cores)."""
+    if quick:
+        return {
+            "rotated_mnist": {
+                "model": {"group": "C4", "width": 4, "depth": 2},
+                "data": {"train_size": 200, "val_size": 100, "test_size": 200},
+                "budget": {"trials": 2, "epochs": 2, "max_concurrent": 2},
+                "asha": {"grace_period": 1, "reduction_factor": 2},
+            },
+            "nbody": {
+                "model": {"hidden": 16, "layers": 2},
+                "data": {"train_size": 100, "val_size": 100, "test_size": 100},
+                "budget": {"trials": 2, "epochs": 2, "max_concurrent": 2},
+                "asha": {"grace_period": 1, "reduction_factor": 2},
+            },
+        }
+    return {
+        "rotated_mnist": {
+            "model": {"group": "C8", "width": 8, "depth": 3},
+            "data": {"train_size": 2000, "val_size": 1000, "test_size": 1000},
+            "budget": {"trials": 8, "epochs": 6, "max_concurrent": 2},
+            "asha": {"grace_period": 2, "reduction_factor": 2},
+        },
+        "nbody": {
+            "model": {"hidden": 64, "layers": 4},
+            "data": {"train_size": 1000, "val_size": 500, "test_size": 1000},
+            "budget": {"trials": 8, "epochs": 15, "max_concurrent": 2},
+            "asha": {"grace_period": 5, "reduction_factor": 2},
+        },
+    }
+
+
+def make_spec(task: str, preset: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    metric, mode = ("val_accuracy", "max") if task == "rotated_mnist" else ("val_mse", "min")
+    space: Any = NBODY_RELAX if (task == "nbody" and preset == "relax") else preset
+    return {
+        "name": f"bench-{task}-{preset}",
+        "task": task,
+        "model": cfg["model"],
+        "data": cfg["data"],
+        "search_space": space,
+        "budget": cfg["budget"],
+        "objective": {"metric": metric, "mode": mode},
+        "resources": {"cpu": 1, "gpu": 0},
+        "scheduler": "asha",
+        "asha": cfg["asha"],
+        "seed": 0,
+    }
+
+
+def test_error(task: str, metrics: dict[str, Any]) -> float:
+    """What is compared: test error (1 − accuracy) or test MSE, of the projected model."""
+    if task == "rotated_mnist":
+        return 1.0 - float(metrics["test_accuracy"])
+    return float(metrics["test_mse"])
+
+
+def search(
+    task: str, preset: str, cfg: dict[str, Any], db_url: str, artifacts: Path, workers: int
+) -> dict[str, Any]:
+    from search_spaces import parse_spec
+    from service.search import run_search
+
+    spec = parse_spec(make_spec(task, preset, cfg))
+    started = time.perf_counter()
+    result = run_search(spec, f"bench-{task}-{preset}", db_url, artifacts, num_cpus=workers)
+    seconds = time.perf_counter() - started
+    best = result["best"]
+    return {
+        "seconds": seconds,
+        "progress": result["progress"],
+        "best_trial": best["trial"],
+        "best_val": best["value"],
+        "best_params": best["params"],
+        "search_seed_test": test_error(task, best["metrics"]),
+    }
+
+
+def retrain(
+    task: str, cfg: dict[str, Any], params: dict[str, Any], seed: int, out: Path
+) -> dict[str, Any]:
+    """``workers.training.train`` of the best configuration with a new seed."""
+    from workers.training import TrialConfig, train
+
+    config = TrialConfig(
+        task=task,
+        model=cfg["model"],
+        data=cfg["data"],
+        hparams=dict(params),
+        epochs=cfg["budget"]["epochs"],
+        seed=seed,
+        device="cpu",
+    )
+    started = time.perf_counter()
+    result = train(config, out_dir=out)
+    return {
+        "seed": seed,
+        "test": test_error(task, result.metrics),
+        "val": result.metrics.get(f"val_{'accuracy' if task == 'rotated_mnist' else 'mse'}"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _retrain_worker(args: tuple) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    return retrain(*args)
+
+
+def run_task(
+    task: str, cfg: dict[str, Any], seeds: list[int], workers: int, tmp: Path
+) -> dict[str, Any]:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    db_url = f"sqlite:///{tmp}/{task}.db"
+    out: dict[str, Any] = {"config": cfg, "seeds": seeds, "presets": {}}
+    for preset in PRESETS:
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {task}: searching {preset} "
+            f"({cfg['budget']['trials']} trials x {cfg['budget']['epochs']} epochs)",
+            flush=True,
+        )
+        try:
+            out["presets"][preset] = search(task, preset, cfg, db_url, tmp / "artifacts", workers)
+        except Exception as exc:  # report what happened and go on with the other presets
+            print(f"  {preset} search failed: {type(exc).__name__}: {exc}", flush=True)
+            out["presets"][preset] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        r = out["presets"][preset]
+        print(
+            f"  best trial #{r['best_trial']} val {r['best_val']:.4f} in {r['seconds']:.0f}s; "
+            f"{r['progress']}",
+            flush=True,
+        )
+        print(f"  params: {json.dumps(r['best_params'], sort_keys=True)}", flush=True)
+    # retrain every preset's best with the new seeds, two processes at a time (one core each)
+    jobs = [
+        (
+            preset,
+            (
+                task,
+                cfg,
+                out["presets"][preset]["best_params"],
+                seed,
+                tmp / "retrain" / f"{task}-{preset}-{seed}",
+            ),
+        )
+        for preset in PRESETS
+        if "best_params" in out["presets"][preset]
+        for seed in seeds
+    ]
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {task}: retraining {len(jobs)} runs ({workers} at a time)",
+        flush=True,
+    )
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [(preset, pool.submit(_retrain_worker, args)) for preset, args in jobs]
+        for preset, fut in futures:
+            r = fut.result()
+            out["presets"][preset].setdefault("retrain", []).append(r)
+            print(
+                f"  {preset} seed {r['seed']}: test {r['test']:.5f} ({r['seconds']:.0f}s)",
+                flush=True,
+            )
+    for preset in PRESETS:
+        p = out["presets"][preset]
+        if "retrain" in p:
+            p["test_mean"], p["test_std"] = mean_std([r["test"] for r in p["retrain"]])
+    return out
+
+
+def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
+    what = "test error (1 - accuracy)" if task == "rotated_mnist" else "test MSE"
+    rows = []
+    presets = result["presets"]
+    for preset in PRESETS:
+        p = presets[preset]
+        if "test_mean" not in p:
+            rows.append([preset, "failed", "-", "-", "-", p.get("error", "")])
+            continue
+        rows.append(
+            [
+                preset,
+                p["best_val"],
+                p["search_seed_test"],
+                p["test_mean"],
+                p["test_std"],
+                ", ".join(f"{r['test']:.4g}" for r in p["retrain"]),
+            ]
+        )
+    improvement = None
+    if "test_mean" in presets["baseline"] and "test_mean" in presets["relax"]:
+        base, relax = presets["baseline"]["test_mean"], presets["relax"]["test_mean"]
+        improvement = (base - relax) / base
+    text = (
+        f"\n## {task}: {what} of the projected model, best config retrained with seeds "
+        f"{result['seeds']}\n"
+    )
+    text += table(
+        [
+            "preset",
+            "best val (search)",
+            "test (search seed 0)",
+            "test mean",
+            "test std",
+            "per seed",
+        ],
+        rows,
+    )
+    if improvement is not None:
+        std_b, std_r = presets["baseline"]["test_std"], presets["relax"]["test_std"]
+        goal = GOALS[task]
+        text += (
+            f"\nrelax vs baseline: relative {what} reduction {improvement:+.1%} "
+            f"(goal >= {goal:.0%}: {'met' if improvement >= goal else 'MISSED by ' + format(goal - improvement, '.1%')}); "
+            f"seed std {std_r:.4g} vs {std_b:.4g} ({'smaller' if std_r < std_b else 'NOT smaller'})"
+        )
+    return text, improvement
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (about a minute)")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated (default rotated_mnist,nbody; quick: rotated_mnist)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="retraining seeds (default 3; quick 2)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="CPUs for Ray and retraining")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.basicConfig(level=logging.WARNING)
+    warnings.filterwarnings("ignore")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n_seeds = args.seeds or (2 if args.quick else 3)
+    seeds = list(range(1, n_seeds + 1))  # the searches train with seed 0
+    chosen = args.tasks or ("rotated_mnist" if args.quick else "rotated_mnist,nbody")
+    tasks = [t for t in chosen.split(",") if t]
+    # MNIST last, so its improvement is the last line
+    tasks.sort(key=lambda t: t == "rotated_mnist")
+    figures: dict[str, Any] = {"workers": args.workers}
+    summaries: dict[str, str] = {}
+    improvements: dict[str, float | None] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="relaxtune-bench-") as tmp:
+        for task in tasks:
+            t0 = time.perf_counter()
+            result = run_task(task, sizes(args.quick)[task], seeds, args.workers, Path(tmp))
+            result["seconds"] = time.perf_counter() - t0
+            summaries[task], improvements[task] = summarise(task, result)
+            result["relax_vs_baseline"] = improvements[task]
+            result["goal"] = GOALS[task]
+            figures[task] = result
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:
+        pass
+    figures["wall_seconds"] = time.perf_counter() - started
+    for task in tasks:
+        print(summaries[task])
+    print(f"\ntotal wall time: {figures['wall_seconds'] / 60:.1f} min")
+    save_results("search_quality", figures, args.quick)
+    for task in tasks:
+        imp = improvements[task]
+        label = "rotated MNIST test-error" if task == "rotated_mnist" else "N-body test-MSE"
+        print(
+            f"{label} reduction, relax vs baseline: "
+            + ("n/a (a search failed)" if imp is None else f"{imp:+.1%}")
+        )
+
+
+if __name__ == "__main__":
+    main()
