@@ -30,7 +30,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure_postgres.sh
-	RELAXTUNE_TEST_REQUIRE_PG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

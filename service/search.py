@@ -412,6 +412,10 @@ def run_search(
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         )
         run_name = f"run-{int(time.time())}"
+        # Ray wants an absolute path or a URI (s3://, gs://, ...) for its storage
+        ray_storage = str(storage_path or (jdir / "ray"))
+        if "://" not in ray_storage:
+            ray_storage = str(Path(ray_storage).expanduser().resolve())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -422,7 +426,7 @@ def run_search(
             ),
             run_config=tune.RunConfig(
                 name=run_name,
-                storage_path=str(storage_path or (jdir / "ray")),
+                storage_path=ray_storage,
                 stop=_CancelStopper(job_id),
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.retries),

@@ -183,9 +183,8 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
     )
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     args = [sys.executable, "-c", _RESUME_SCRIPT, json.dumps(spec), db, str(tmp_path / "art")]
-    proc = subprocess.Popen(
-        args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - kept open for the child
+    proc = subprocess.Popen(args, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     finished_before: dict[int, float] = {}
     deadline = time.time() + 240
     try:
