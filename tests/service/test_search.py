@@ -181,6 +181,7 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
         budget={"trials": 5, "epochs": 3, "max_concurrent": 2},
         scheduler="none",
     )
+    spec.pop("asha")
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     args = [sys.executable, "-c", _RESUME_SCRIPT, json.dumps(spec), db, str(tmp_path / "art")]
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - kept open for the child
@@ -190,6 +191,7 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
     try:
         while time.time() < deadline:
             time.sleep(1)
+            assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             try:
                 study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
             except KeyError:
