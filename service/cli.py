@@ -531,11 +531,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         _err(f"interrupted; resume with: relaxtune run --job {job.id}")
         return 130
-    if summary:
-        _print_json(summary)
     if finished.status == "failed":
         raise CliError(f"job {finished.id} failed: {finished.error}")
-    print(f"job {finished.id} {finished.status}")
+    best = summary.get("best") or {}
+    checkpoint = f"; best checkpoint: {best['checkpoint']}" if best.get("checkpoint") else ""
+    print(f"job {finished.id} {finished.status}{checkpoint}")
     return 0
 
 

@@ -338,6 +338,7 @@ def run_search(
     from workers.trainable import relax_trial
 
     check_objective(spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     jdir = job_dir(artifacts_dir, job_id).resolve()
@@ -647,8 +648,8 @@ class _ProgressBar:
     def update(self, p: dict[str, Any]) -> None:
         best = "-" if p["best_value"] is None else f"{p['best_value']:.4f}"
         info = (
-            f"best projected {best} | running {p['running']} | complete {p['complete']} "
-            f"pruned {p['pruned']} failed {p['failed']}"
+            f"best {best} · running {p['running']} · "
+            f"complete {p['complete']} pruned {p['pruned']} failed {p['failed']}"
         )
         with self._lock:
             self.progress.update(
