@@ -32,13 +32,15 @@ class BlockProjector(nn.Module):
         super().__init__()
         self.expansion = expansion
         self.dimension = expansion.dimension()
-        self._pinv: dict[tuple[str, str], torch.Tensor] = {}
-        for io_pair in expansion._representations_pairs:
+        self._pairs: list[tuple[str, str]] = list(expansion._representations_pairs)
+        for n, io_pair in enumerate(self._pairs):
             block = getattr(expansion, f"block_expansion_{expansion._escape_pair(io_pair)}")
             basis = block.sampled_basis.detach().to(torch.float64)  # (D, o, i, S)
             flat = basis.reshape(basis.shape[0], -1)  # (D, o·i·S)
-            # pinv of the (small) block basis: coefficients = K_block · pinv
-            self._pinv[io_pair] = torch.linalg.pinv(flat).to(torch.float32)  # (o·i·S, D)
+            # pinv of the (small) block basis: coefficients = K_block · pinv; a buffer, so it
+            # follows the module to the GPU
+            pinv = torch.linalg.pinv(flat).to(torch.float32)  # (o·i·S, D)
+            self.register_buffer(f"pinv_{n}", pinv, persistent=False)
 
     def _gather(self, kernel: torch.Tensor, io_pair: tuple[str, str], o: int, i: int) -> torch.Tensor:
         """Blocks of ``kernel (out, in, S)`` for ``io_pair`` as ``(n_out·n_in, o·i·S)``, in
@@ -61,10 +63,11 @@ class BlockProjector(nn.Module):
         ex = self.expansion
         kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
         weights = kernel.new_zeros(self.dimension)
-        for io_pair, pinv in self._pinv.items():
+        for n, io_pair in enumerate(self._pairs):
             block = getattr(ex, f"block_expansion_{ex._escape_pair(io_pair)}")
             _, o, i, _ = block.sampled_basis.shape
-            coeff = self._gather(kernel, io_pair, o, i) @ pinv.to(kernel)
+            pinv = getattr(self, f"pinv_{n}")
+            coeff = self._gather(kernel, io_pair, o, i) @ pinv.to(kernel.dtype)
             start, stop = ex._weights_ranges[io_pair]
             weights[start:stop] = coeff.reshape(-1)
         return weights
@@ -72,13 +75,6 @@ class BlockProjector(nn.Module):
     def project(self, kernel: torch.Tensor) -> torch.Tensor:
         """The orthogonal projection of ``kernel`` onto the equivariant kernels, same shape."""
         return self.expansion(self.coefficients(kernel)).reshape(kernel.shape)
-
-
-def _invariant_bias_projection(bias_expansion: torch.Tensor, free_bias: torch.Tensor) -> torch.Tensor:
-    """Coefficients of the least-squares fit of ``free_bias`` by the invariant (trivial-irrep)
-    directions that escnn's ``bias_expansion`` spans."""
-    pinv = torch.linalg.pinv(bias_expansion.to(torch.float64)).to(free_bias)
-    return pinv @ free_bias
 
 
 class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
@@ -98,6 +94,13 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         )
         reset_free(self, init, init_std)
         self.projector = BlockProjector(layer.basisexpansion)
+        if self.free_bias is not None and getattr(layer, "bias_expansion", None) is not None:
+            # least-squares fit of a free bias by the invariant (trivial-irrep) directions
+            # that escnn's bias_expansion spans
+            pinv = torch.linalg.pinv(layer.bias_expansion.detach().to(torch.float64))
+            self.register_buffer("bias_pinv", pinv.to(torch.float32), persistent=False)
+        else:
+            self.bias_pinv = None
 
     # ---- forward -------------------------------------------------------------------
     def combined_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -124,16 +127,15 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
                 theta = float(self.theta)
                 out.weights.add_(theta * self.projector.coefficients(self.free.detach()))
                 if out.bias is not None and self.free_bias is not None:
-                    coeff = _invariant_bias_projection(out.bias_expansion, self.free_bias.detach())
-                    out.bias.add_(theta * coeff)
+                    out.bias.add_(theta * (self.bias_pinv @ self.free_bias.detach()))
         out.train(self.training)
         return out
 
     def penalty_proj(self) -> torch.Tensor:
         proj = self.projector.project(self.free)
         penalty = (self.free - proj).pow(2).mean()
-        if self.free_bias is not None and self.equivariant.bias is not None:
-            coeff = _invariant_bias_projection(self.equivariant.bias_expansion, self.free_bias)
+        if self.free_bias is not None and self.bias_pinv is not None:
+            coeff = self.bias_pinv.to(self.free_bias.dtype) @ self.free_bias
             residual = self.free_bias - self.equivariant.bias_expansion.to(coeff) @ coeff
             penalty = penalty + residual.pow(2).mean()
         return penalty
@@ -144,7 +146,7 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
 
     def __init__(self, conv: enn.R2Conv, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
         super().__init__(conv, init, init_std)
-        self._generators = _lie_generators(self.in_type), _lie_generators(self.out_type)
+        _register_generators(self)
 
     def _conv(self, x: torch.Tensor, filt: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         c = self.equivariant
@@ -172,7 +174,7 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
         5-point central-difference stencil, exact for cubic polynomials: the result equals
         the continuous Lie derivative up to the grid's discretisation error.
         """
-        gen_in, gen_out = self._generators
+        gen_in, gen_out = self.generator_in, self.generator_out
         if gen_in is None or gen_out is None:
             raise ValueError("the Lie derivative needs a continuous rotation group (SO(2), O(2))")
         kernel = self.free if kernel is None else kernel
@@ -181,13 +183,17 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
         return self._conv(x_in, kernel, None) - field_generator_action(wx, gen_out.to(x))
 
     def penalty_lie(self) -> torch.Tensor | None:
-        if self._recorded is None or self._generators[0] is None:
+        if self._recorded is None or self.generator_in is None:
             return None
         return self.lie_derivative(self._recorded).pow(2).mean()
 
 
 class RelaxedLinear(_RelaxedEscnnLayer):
     """Relaxed :class:`escnn.nn.Linear` (fields without a base space): ``y = (M_eq + θ·M_free) x``."""
+
+    def __init__(self, linear: enn.Linear, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
+        super().__init__(linear, init, init_std)
+        _register_generators(self)
 
     def forward(self, input: enn.GeometricTensor) -> enn.GeometricTensor:
         assert input.type == self.in_type, "input field type does not match the layer's in_type"
@@ -201,7 +207,7 @@ class RelaxedLinear(_RelaxedEscnnLayer):
         return F.linear(self._recorded, self.free).pow(2).mean()
 
     def penalty_lie(self) -> torch.Tensor | None:
-        gen_in, gen_out = _lie_generators(self.in_type), _lie_generators(self.out_type)
+        gen_in, gen_out = self.generator_in, self.generator_out
         if self._recorded is None or gen_in is None or gen_out is None:
             return None
         w = self.free
@@ -210,6 +216,16 @@ class RelaxedLinear(_RelaxedEscnnLayer):
 
 
 # ---- Lie algebra of the fibre representation ------------------------------------------
+def _register_generators(layer: _RelaxedEscnnLayer) -> None:
+    """Store ``dρ_in(A)``, ``dρ_out(A)`` as buffers (they follow the module to the GPU)."""
+    for name, field_type in (("generator_in", layer.in_type), ("generator_out", layer.out_type)):
+        gen = _lie_generators(field_type)
+        if gen is None:
+            setattr(layer, name, None)
+        else:
+            layer.register_buffer(name, gen.to(torch.float32), persistent=False)
+
+
 def _lie_generators(field_type: enn.FieldType) -> torch.Tensor | None:
     """``dρ(A)`` of the field type's fibre representation for the rotation generator, or
     ``None`` when the group is discrete (C_N, D_N) and has no Lie algebra.
