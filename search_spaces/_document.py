@@ -59,6 +59,10 @@ def load_document(source: str | bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -
             data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as exc:
             raise SpecError(_DOC, f"not valid YAML: {_describe_yaml_error(exc)}") from None
+        except SpecError:
+            raise
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts
+            raise SpecError(_DOC, f"unreadable value: {exc}") from None
     check_tree(data, "")
     return data
 
@@ -145,6 +149,10 @@ def _load_json(text: str) -> Any:
     except json.JSONDecodeError:
         # A YAML flow mapping also starts with "{": let the YAML reader decide.
         return _NOT_JSON
+    except SpecError:
+        raise
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise SpecError(_DOC, f"unreadable value: {exc}") from None
     except RecursionError:
         raise SpecError(_DOC, f"nested deeper than {MAX_DEPTH} levels") from None
 

@@ -101,6 +101,8 @@ async def create_job(
             source = json.loads(text)
         except json.JSONDecodeError as exc:
             return _refuse(422, f"invalid JSON: {exc.msg} at line {exc.lineno}", "spec")
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, hostile nesting
+            return _refuse(422, f"invalid JSON: {str(exc)[:200]}", "spec")
         if not isinstance(source, dict):
             return _refuse(422, "a job spec must be a JSON object", "spec")
     # A Ray cluster decides itself whether it has GPUs; only a local Ray needs one here.
