@@ -46,9 +46,7 @@ def tiny_spec(**changes: Any) -> dict[str, Any]:
     return spec
 
 
-def wait_for(
-    condition: Callable[[], Any], timeout: float, what: str, period: float = 0.2
-) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, period: float = 0.2) -> Any:
     """Poll ``condition`` until it returns something truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -197,7 +197,13 @@ def test_non_ascii_authorization_header_is_401(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["limit=99999999999999999999999", "limit=-1", "limit=1e400", "status=..%2F", "status=" + "q" * 5000],
+    [
+        "limit=99999999999999999999999",
+        "limit=-1",
+        "limit=1e400",
+        "status=..%2F",
+        "status=" + "q" * 5000,
+    ],
 )
 def test_hostile_query_parameters_are_422(client: TestClient, alice: Any, query: str) -> None:
     assert_clean_refusal(client.get(f"/v1/jobs?{query}", headers=alice), 422)
