@@ -581,6 +581,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = verify_checkpoint(args.dir)
     except CheckpointError as exc:
         raise CliError(f"checkpoint refused: {exc}") from exc
+    except Exception as exc:  # an unreadable file (corrupt model.ts, bad safetensors header)
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        raise CliError(
+            f"checkpoint refused: unreadable file: {type(exc).__name__}: {first_line}"
+        ) from exc
     _print_json(report)
     return 0 if report.get("passed") else 1
 
