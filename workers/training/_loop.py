@@ -170,7 +170,7 @@ class Trainer:
                 total = loss + sum(self.penalty_weights[k] * v for k, v in penalties.items())
                 if not torch.isfinite(total):
                     raise TrialDivergedError(
-                        f"loss became {float(total)} at epoch {self.epoch + 1}, step {step + 1} (θ={theta:.4g})"
+                        f"loss became {float(total.detach())} at epoch {self.epoch + 1}, step {step + 1} (θ={theta:.4g})"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()

@@ -1,0 +1,139 @@
+"""The training loop and the checkpoint folder, on tiny versions of both tasks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from search_spaces import SpecError
+from workers.training import (
+    Trainer,
+    TrialConfig,
+    TrialDivergedError,
+    trial_config_from_spec,
+    train,
+    verify_checkpoint,
+)
+
+TINY = {
+    "nbody": dict(
+        model={"hidden": 16, "layers": 2},
+        data={"train_size": 64, "val_size": 32, "test_size": 32},
+    ),
+    "rotated_mnist": dict(
+        model={"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
+        data={"train_size": 128, "val_size": 64, "test_size": 64},
+    ),
+}
+RELAXED = {
+    "relax.schedule": "triangular",
+    "relax.theta_max": 1.0,
+    "relax.lambda_norm": 0.01,
+    "relax.lambda_proj": 0.01,
+    "optim.batch_size": 32,
+}
+
+
+def _config(task: str, epochs: int = 1, **hparams) -> TrialConfig:
+    return TrialConfig(task=task, hparams={**RELAXED, **hparams}, epochs=epochs, seed=0, device="cpu", **TINY[task])
+
+
+# A check that runs with torch alone: no relaxtune package on the path or in sys.modules.
+_PLAIN_TORCH_CHECK = textwrap.dedent(
+    """
+    import json, math, sys
+    import torch
+    from safetensors.torch import load_file
+    folder = sys.argv[1]
+    model = torch.jit.load(folder + "/model.ts")
+    inputs = load_file(folder + "/inputs.safetensors")
+    xs = [inputs[f"input_{i}"] for i in range(len(inputs))]
+    task = json.load(open(folder + "/config.json"))["task"]
+    with torch.no_grad():
+        out = model(*xs)
+        if task == "rotated_mnist":   # logits are invariant under 90° rotations
+            err = max(float((model(torch.rot90(xs[0], k, (2, 3))) - out).norm() / out.norm()) for k in (1, 2, 3))
+        else:                         # positions rotate with the inputs
+            q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)))
+            rot = model(xs[0] @ q.T, xs[1] @ q.T, xs[2])
+            err = float(((rot - out @ q.T).norm()) / (out - xs[0]).norm())
+    leaked = [m for m in ("workers", "service", "search_spaces", "escnn") if m in sys.modules]
+    print(json.dumps({"error": err, "leaked": leaked, "finite": bool(torch.isfinite(out).all())}))
+    """
+)
+
+
+@pytest.mark.parametrize("task", ["nbody", "rotated_mnist"])
+def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path):
+    out = tmp_path / "ckpt"
+    result = train(_config(task), out_dir=out)
+    assert result.checkpoint_dir == out
+    for name in ("model.safetensors", "model.ts", "config.json", "certificate.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.pt"))
+    certificate = json.loads((out / "certificate.json").read_text())
+    assert certificate["passed"] and certificate["max_error_exact"] < 1e-5
+    assert certificate["relaxed_errors"], "relaxed model's errors are recorded too"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test_{metrics['metric']}" in metrics and len(metrics["history"]) == 1
+    # a fresh interpreter outside the repository, with only torch (+ safetensors) imported
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLAIN_TORCH_CHECK, str(out)], capture_output=True, text=True, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["leaked"] == [] and report["finite"]
+    assert report["error"] < 1e-5
+    assert verify_checkpoint(out)["passed"]
+
+
+def test_epoch_reports_track_projected_and_relaxed(tmp_path):
+    trainer = Trainer(_config("nbody", epochs=2, **{"relax.init": "normal", "relax.init_std": 0.1}))
+    reports = trainer.fit().reports
+    assert [r.epoch for r in reports] == [1, 2]
+    mid, end = reports
+    assert mid.theta == pytest.approx(1.0)  # triangular peak at half of training
+    assert mid.equivariance_error_relaxed > 1e-3 > 1e-5 > mid.equivariance_error_projected
+    assert end.theta == 0.0 and end.equivariance_error_relaxed < 1e-5  # θ = 0: equivariant again
+    assert mid.penalty_norm is not None and mid.penalty_proj is not None
+
+
+def test_deterministic_for_a_seed_and_resume_continues_the_same_run(tmp_path):
+    config = _config("nbody", epochs=3, **{"relax.init": "normal"})
+    straight = [r.val_projected for r in Trainer(config).fit().reports]
+    again = [r.val_projected for r in Trainer(config).fit().reports]
+    assert straight == again
+    first = Trainer(config)
+    first.config.epochs = 3
+    first.fit(should_stop=lambda: first.epoch == 1)  # stop after one epoch, keep the state
+    first.save_state(tmp_path / "state")
+    state = torch.load(tmp_path / "state/state.pt", weights_only=True)  # no pickle needed
+    assert state["epoch"] == 1
+    resumed = Trainer(config)
+    assert resumed.load_state(tmp_path / "state")
+    rest = [r.val_projected for r in resumed.fit().reports]
+    assert rest == pytest.approx(straight, rel=1e-6)
+
+
+def test_divergence_is_an_error_naming_the_step():
+    with pytest.raises(TrialDivergedError, match="epoch 1"):
+        Trainer(_config("nbody", **{"optim.lr": 1e12})).fit()
+
+
+def test_bad_set_keys_fail_before_training():
+    spec = Path(__file__).parents[2] / "search_spaces/examples/quick_nbody.yaml"
+    with pytest.raises(SpecError) as err:
+        trial_config_from_spec(spec, ["relax.shedule=triangular"])
+    assert "relax.shedule" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        trial_config_from_spec(spec, ["relax.schedule=zigzag"])
+    assert "triangular" in str(err.value)  # the allowed values are listed
+    config = trial_config_from_spec(spec, ["relax.schedule=cosine", "optim.lr=0.01"], seed=3, epochs=2)
+    assert config.hparams["relax.schedule"] == "cosine" and config.seed == 3 and config.epochs == 2
