@@ -419,8 +419,13 @@ def render_dashboard(
     # Built on first use inside a chart, so a failure there is that chart's message.
     light_study = functools.cache(lambda: _figures.light_study(trials, direction))
     n_complete = counts[TrialState.COMPLETE.name]
-    relax_all = _data.relax_param_names(trials)
-    parallel_params = relax_all or _data.param_names(trials)
+    # Optuna's parallel-coordinate plot only knows parameters of COMPLETE trials (a conditional
+    # parameter sampled only by pruned trials would make it fail)
+    complete_params = {
+        name for t in trials if t.state == TrialState.COMPLETE for name in t.params
+    }
+    relax_all = [p for p in _data.relax_param_names(trials) if p in complete_params]
+    parallel_params = relax_all or [p for p in _data.param_names(trials) if p in complete_params]
     common_params = _data.param_names(trials, in_every_complete_trial=True)
     importance_params = [
         p for p in common_params if p.startswith(_data.RELAX_PREFIX)
