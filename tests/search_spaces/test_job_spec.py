@@ -73,7 +73,9 @@ def test_examples_parse_with_the_registered_tasks(name: str) -> None:
 def test_quick_rotmnist_is_small() -> None:
     spec = parse_spec(example_path("quick_rotmnist").read_bytes(), tasks=TASKS)
     assert (spec.task, spec.search_space) == ("rotated_mnist", "relax")
-    assert (spec.budget.trials, spec.budget.epochs, spec.budget.max_concurrent) == (6, 3, 2)
+    # `make run` runs it: a couple of minutes on 2 CPU cores
+    assert spec.budget.trials * spec.budget.epochs <= 32 and spec.budget.max_concurrent == 2
+    assert spec.data["train_size"] <= 2000
 
 
 def test_entry_point_task_names_are_read_without_loading() -> None:
