@@ -16,8 +16,8 @@ from workers.training import (
     Trainer,
     TrialConfig,
     TrialDivergedError,
-    trial_config_from_spec,
     train,
+    trial_config_from_spec,
     verify_checkpoint,
 )
 

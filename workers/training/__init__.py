@@ -4,7 +4,15 @@ from ._checkpoint import CheckpointError, verify_checkpoint, write_checkpoint
 from ._cli import cli_train, trial_config_from_spec
 from ._config import TrialConfig
 from ._hooks import ConsoleHook
-from ._loop import EpochReport, Trainer, TrainingHook, TrainResult, TrialDivergedError, pick_device, train
+from ._loop import (
+    EpochReport,
+    Trainer,
+    TrainingHook,
+    TrainResult,
+    TrialDivergedError,
+    pick_device,
+    train,
+)
 
 __all__ = [
     "CheckpointError",
