@@ -548,8 +548,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         validate_job_id(args.job)
     except NotFound as exc:
         raise CliError(f"not a job id: {args.job!r}", 2) from exc
-    _print_json(export_best(args.job, args.db, Path(args.artifacts)))
+    try:
+        best = export_best(args.job, args.db, Path(args.artifacts))
+    except KeyError as exc:
+        raise CliError(f"no search study for job {args.job} in {args.db}", 2) from exc
+    except RelaxtuneError:
+        raise
+    except Exception as exc:  # disk full, unwritable folder, ...: the trials are kept
+        first_line = (str(exc).splitlines() or [""])[0][:300]
+        raise CliError(
+            f"export failed: {type(exc).__name__}: {first_line} (the trials are kept; "
+            "fix the cause and run `relaxtune export` again)"
+        ) from exc
+    _record_export(args, best)
+    _print_json(best)
     return 0
+
+
+def _record_export(args: argparse.Namespace, best: dict[str, Any]) -> None:
+    """A job that failed at its export succeeds once re-exported: say so on its row."""
+    store = _open_store(args, upgrade=False)
+    try:
+        job = store.get_job(args.job)
+        if job.status in ("failed", "succeeded"):
+            store.finish(job.id, "succeeded", best=best)
+    except NotFound:  # a study without a job row (exported from another database)
+        pass
+    except RelaxtuneError as exc:  # the export itself is done; only the row is stale
+        _err(f"note: the job row was not updated: {exc}")
+    finally:
+        store.close()
 
 
 # --- worker commands -----------------------------------------------------------------------
