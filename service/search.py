@@ -125,6 +125,9 @@ def _make_searcher_class():
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             ot_trial = self._ot_trials[trial_id]
+            if "diverged" in result:  # the trial's last word: why it stopped, not an epoch
+                self._last[trial_id] = {**self._last.get(trial_id, {}), **result}
+                return
             epoch = int(result.get("done_epochs", result.get("training_iteration", 0)))
             entry = {
                 k: result.get(k)
@@ -161,7 +164,7 @@ def _make_searcher_class():
             if trial_id in self._completed_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
-            if result and not error and "epoch" in result:
+            if result and not error and "epoch" in result and "diverged" not in result:
                 # a result the scheduler stopped on reaches the searcher only here
                 self.on_trial_result(trial_id, result)
             last = result or self._last.get(trial_id) or {}
@@ -172,7 +175,10 @@ def _make_searcher_class():
                     ot_trial.set_user_attr(key, _json_safe(last[key]))
             if "theta" in last:
                 ot_trial.set_user_attr("final_theta", float(last["theta"]))
-            if error or value is None or not math.isfinite(value):
+            if last.get("diverged"):
+                ot_trial.set_user_attr("stop_reason", f"diverged: {last['diverged']}")
+                state, value = TrialState.FAIL, None
+            elif error or value is None or not math.isfinite(value):
                 ot_trial.set_user_attr("stop_reason", "error" if error else "no finite metric")
                 state, value = TrialState.FAIL, None
             elif self.cancelled and done < self.epochs:

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from workers.training import EpochReport, Trainer, TrialConfig
+from workers.training import EpochReport, Trainer, TrialConfig, TrialDivergedError
 
 log = logging.getLogger(__name__)
 
@@ -78,4 +78,10 @@ def relax_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         # everything was trained before the interruption: report the last epoch again
         hook.on_epoch_end(trainer.reports[-1], trainer)
         return
-    trainer.fit([hook])
+    try:
+        trainer.fit([hook])
+    except TrialDivergedError as exc:
+        # a NaN/inf loss is a property of the hyperparameters, not a crash to retry: report
+        # the reason so the search records the trial FAIL with it, and go on
+        log.warning("trial %s diverged: %s", number, exc)
+        tune.report({"diverged": str(exc), "done_epochs": trainer.epoch, "val_projected": float("nan")})

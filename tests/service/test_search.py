@@ -221,3 +221,15 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
     finished = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == spec["budget"]["trials"]
     assert (tmp_path / "art/jobs/resumejob/best/model.ts").is_file()
+
+
+def test_diverging_trial_is_recorded_fail_with_its_reason(tmp_path):
+    spec = dict(NBODY, name="nan", budget={"trials": 1, "epochs": 2, "max_concurrent": 1},
+                search_space={"optim.lr": 1e12, "relax.schedule": "none"}, scheduler="none")
+    spec.pop("asha")
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        run_search(parse_spec(spec), "nanjob", db, tmp_path / "art")
+    (trial,) = optuna.load_study(study_name=study_name("nanjob"), storage=db).get_trials()
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["stop_reason"].startswith("diverged: loss became nan")
