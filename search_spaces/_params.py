@@ -317,7 +317,7 @@ def parse_param(key: str, raw: Any, field: str) -> Param:
             raise SpecError(
                 field, "cannot tell the parameter type; give type: float, int, categorical or fixed"
             )
-    if kind not in _PARAM_CLASSES:
+    if not isinstance(kind, str) or kind not in _PARAM_CLASSES:  # (a list is unhashable)
         raise SpecError(
             f"{field}.type", f"unknown parameter type {kind!r}; allowed: {', '.join(PARAM_TYPES)}"
         )

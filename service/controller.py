@@ -16,11 +16,14 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from service.errors import RelaxtuneError
+import sqlalchemy as sa
+
+from service.errors import RelaxtuneError, StoreError
 from service.settings import Settings
 from service.store import Job, JobStore
 
@@ -36,6 +39,30 @@ Runner = Callable[..., dict[str, Any]]
 _MAX_ERROR_CHARS = 4000
 _CANCEL_POLL_S = 1.0
 _STALE_SWEEP_S = 60.0
+
+# --- riding out database outages ---------------------------------------------------------
+#: how long recording a job's end waits for the database to come back
+_DB_WAIT_S = 600.0
+#: how many times (per controller process) a job whose search was stopped by a database
+#: error is requeued to resume, before that error counts as the job's failure
+_DB_REQUEUES = 3
+
+_T = TypeVar("_T")
+
+
+def _is_database_outage(exc: BaseException | None) -> bool:
+    """Whether a lost or refused database connection is somewhere in ``exc``'s chain (the
+    search driver's Optuna writes wrap it in ``StorageInternalError``, the store in
+    ``StoreError``); errors about the data itself (integrity, too long, ...) are not."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+            return True
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -93,6 +120,7 @@ class Controller:
         self.requeue_on_stop = requeue_on_stop
         self._stopping = threading.Event()
         self._last_stale_sweep = 0.0
+        self._db_requeues: Counter[str] = Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -185,10 +213,38 @@ class Controller:
         except Exception as exc:
             if self.stopping and not self._cancel_requested(job.id):
                 logger.warning("job %s interrupted by shutdown (%s)", job.id, exc)
-                return self._requeue(job)
+                return self._when_db_answers(lambda: self._requeue(job))
+            outage = _is_database_outage(exc)
+            if outage and self.requeue_on_stop and self._db_requeues[job.id] < _DB_REQUEUES:
+                # The search lost its database: once it is back, resume the job from its study
+                # (finished trials kept, interrupted ones re-queued) instead of failing it.
+                self._db_requeues[job.id] += 1
+                logger.warning(
+                    "job %s: search stopped by a database outage (%s); requeueing it to resume",
+                    job.id,
+                    _error_text(exc)[:300],
+                )
+                return self._when_db_answers(lambda: self._requeue(job))
             logger.exception("job %s failed", job.id)
-            return self.store.finish(job.id, "failed", error=_error_text(exc))
-        return self._record_result(job, result)
+            error = _error_text(exc)
+            return self._when_db_answers(lambda: self.store.finish(job.id, "failed", error=error))
+        return self._when_db_answers(lambda: self._record_result(job, result))
+
+    def _when_db_answers(self, operation: Callable[[], _T]) -> _T:
+        """Run a store write that records how a job ended, retrying while the database is
+        unreachable (up to ``_DB_WAIT_S``): giving up would leave the job ``running`` under
+        this controller until its heartbeat goes stale."""
+        deadline = time.monotonic() + _DB_WAIT_S
+        delay = 0.5
+        while True:
+            try:
+                return operation()
+            except StoreError as exc:
+                if not _is_database_outage(exc) or time.monotonic() > deadline:
+                    raise
+                logger.warning("%s; retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _record_result(self, job: Job, result: dict[str, Any]) -> Job:
         status = result.get("status") if isinstance(result, dict) else None

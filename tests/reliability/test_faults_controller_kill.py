@@ -88,9 +88,7 @@ def test_controller_sigkill_mid_job_then_restart_resumes_the_job(tmp_path: Path)
     finished = [t for t in trials.values() if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == spec["budget"]["trials"]
     # the job row and the study agree
-    assert row.progress["complete"] == sum(
-        t.state == TrialState.COMPLETE for t in trials.values()
-    )
+    assert row.progress["complete"] == sum(t.state == TrialState.COMPLETE for t in trials.values())
     assert row.progress["running"] == 0
     # exported exactly once, from the best COMPLETE trial
     best = min((t for t in finished if t.state == TrialState.COMPLETE), key=lambda t: t.value)
