@@ -30,7 +30,7 @@ class RelaxedLayer(nn.Module):
     """
 
     #: how many samples of the batch the activation penalties look at (unbiased: per-sample mean)
-    penalty_samples: int = 8
+    penalty_samples: int = 4
 
     def __init__(self) -> None:
         super().__init__()

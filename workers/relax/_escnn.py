@@ -41,6 +41,10 @@ class BlockProjector(nn.Module):
             # follows the module to the GPU
             pinv = torch.linalg.pinv(flat).to(torch.float32)  # (o·i·S, D)
             self.register_buffer(f"pinv_{n}", pinv, persistent=False)
+            # an orthonormal basis of the same span (rows), for the projection distance
+            u, sv, _ = torch.linalg.svd(flat.t(), full_matrices=False)
+            rank = int((sv > sv.max() * 1e-10).sum())
+            self.register_buffer(f"onb_{n}", u[:, :rank].to(torch.float32), persistent=False)
 
     def _gather(self, kernel: torch.Tensor, io_pair: tuple[str, str], o: int, i: int) -> torch.Tensor:
         """Blocks of ``kernel (out, in, S)`` for ``io_pair`` as ``(n_out·n_in, o·i·S)``, in
@@ -75,6 +79,20 @@ class BlockProjector(nn.Module):
     def project(self, kernel: torch.Tensor) -> torch.Tensor:
         """The orthogonal projection of ``kernel`` onto the equivariant kernels, same shape."""
         return self.expansion(self.coefficients(kernel)).reshape(kernel.shape)
+
+    def squared_distance(self, kernel: torch.Tensor) -> torch.Tensor:
+        """``‖K − Π(K)‖²`` without expanding anything: ``‖K‖² − Σ_blocks ‖K_b U_b‖²`` with
+        ``U_b`` an orthonormal basis of each block's span (Pythagoras; entries no basis
+        covers count fully). Differentiable; clamped at 0 against rounding."""
+        flat = kernel.reshape(kernel.shape[0], kernel.shape[1], -1)
+        ex = self.expansion
+        inside = kernel.new_zeros(())
+        for n, io_pair in enumerate(self._pairs):
+            block = getattr(ex, f"block_expansion_{ex._escape_pair(io_pair)}")
+            _, o, i, _ = block.sampled_basis.shape
+            onb = getattr(self, f"onb_{n}").to(kernel.dtype)
+            inside = inside + (self._gather(flat, io_pair, o, i) @ onb).pow(2).sum()
+        return (flat.pow(2).sum() - inside).clamp_min(0.0)
 
 
 class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
@@ -132,8 +150,7 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         return out
 
     def penalty_proj(self) -> torch.Tensor:
-        proj = self.projector.project(self.free)
-        penalty = (self.free - proj).pow(2).mean()
+        penalty = self.projector.squared_distance(self.free) / self.free.numel()
         if self.free_bias is not None and self.bias_pinv is not None:
             coeff = self.bias_pinv.to(self.free_bias.dtype) @ self.free_bias
             residual = self.free_bias - self.equivariant.bias_expansion.to(coeff) @ coeff
