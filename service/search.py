@@ -121,6 +121,11 @@ def _make_searcher_class():
             resume = ot_trial.user_attrs.get("resume_from")
             if resume:
                 config["_resume_from"] = resume
+                # the epochs trained before the interruption count for this trial too
+                for entry in ot_trial.user_attrs.get("history_before", []):
+                    value = entry.get("val_projected")
+                    if entry.get("epoch") and value is not None and math.isfinite(value):
+                        ot_trial.report(float(value), int(entry["epoch"]))
             return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -225,10 +230,24 @@ def reconcile_study(study: optuna.Study) -> int:
             trial_dir = str(Path(study.user_attrs.get("trials_dir", ".")) / f"{trial.number:05d}")
         if (Path(trial_dir) / "state.pt").exists():
             attrs["resume_from"] = trial_dir
-            attrs["history_before"] = trial.user_attrs.get("history", [])
+            # the saved state is the truth about what was trained (Optuna may have missed
+            # the last epoch's write if the driver or the database went away)
+            attrs["history_before"] = _saved_history(Path(trial_dir)) or trial.user_attrs.get("history", [])
         study.enqueue_trial(trial.params, user_attrs=attrs)
         count += 1
     return count
+
+
+def _saved_history(trial_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch reports stored in a trial's ``state.pt`` (loaded without pickle)."""
+    import torch
+
+    try:
+        state = torch.load(trial_dir / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unreadable state: fall back to what Optuna recorded
+        log.warning("cannot read %s/state.pt: %s", trial_dir, exc)
+        return []
+    return [_json_safe(dict(r)) for r in state.get("reports", [])]
 
 
 def finished_count(study: optuna.Study) -> int:

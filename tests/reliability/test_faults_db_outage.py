@@ -174,8 +174,6 @@ def test_database_outage_during_a_search(pg_url: str, tmp_path: Path) -> None:
         f"outage: {sorted(code for _, code, _ in seen)}; trials re-queued on resume: {requeued}; "
         f"job finished {time.monotonic() - stopped_at:.1f}s after the stop"
     )
-    if gaps:
-        # A trial interrupted right after its state file was saved but before Optuna stored
-        # that epoch resumes from the state file with the history Optuna had: the epochs lost
-        # in the outage are missing from the COMPLETE trial (docs/RELIABILITY.md, open issue).
-        pytest.xfail(f"epochs lost in the outage are missing from resumed trials: {gaps}")
+    # a trial interrupted after its state file was saved but before Optuna stored that
+    # epoch resumes with the history from the state file: no epoch goes missing
+    assert not gaps, f"epochs lost in the outage are missing from resumed trials: {gaps}"
