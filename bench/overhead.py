@@ -278,13 +278,13 @@ class Service:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 trials x 2 epochs x 1 s")
+    parser.add_argument("--quick", action="store_true", help="2 trials x 1 epoch x 1 s")
     parser.add_argument("--trials", type=int, default=None, help="default 4 (quick 2)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 3 (quick 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 3 (quick 1)")
     parser.add_argument("--epoch-seconds", type=float, default=None, help="default 10 (quick 1)")
     args = parser.parse_args()
     trials = args.trials or (2 if args.quick else 4)
-    epochs = args.epochs or (2 if args.quick else 3)
+    epochs = args.epochs or (1 if args.quick else 3)
     seconds = args.epoch_seconds or (1.0 if args.quick else 10.0)
     trial_s = epochs * seconds
     ideal = {c: math.ceil(trials / c) * trial_s for c in (1, 2)}
