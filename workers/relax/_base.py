@@ -81,8 +81,24 @@ def copy_module(module: nn.Module) -> nn.Module:
 
 
 def relaxed_layers(model: nn.Module) -> list[RelaxedLayer]:
-    """All relaxed layers of ``model`` in module order."""
-    return [m for m in model.modules() if isinstance(m, RelaxedLayer)]
+    """All relaxed layers of ``model`` in module order (depth first, like ``modules()``).
+
+    Walks ``_modules`` by identity: ``nn.Module.modules()`` de-duplicates with a set, and
+    escnn's basis-expansion modules hash and compare *by value* (``torch.allclose`` on their
+    sampled bases), which made this lookup cost milliseconds per training step.
+    """
+    found: list[RelaxedLayer] = []
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if isinstance(module, RelaxedLayer):
+            found.append(module)
+        stack.extend(reversed([m for m in module._modules.values() if m is not None]))
+    return found
 
 
 def set_theta(model: nn.Module, theta: float) -> None:
