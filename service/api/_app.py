@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,11 +11,14 @@ from fastapi import FastAPI
 
 from service.api._body_limit import BodySizeLimitMiddleware
 from service.api._errors import install_error_handlers
+from service.api._trials_sql import TrialsCache
 from service.api.routers import best, dashboards, health, jobs, trials
 from service.settings import Settings
 from service.store import JobStore
 
 __all__ = ["app_from_env", "create_app"]
+
+logger = logging.getLogger(__name__)
 
 _DESCRIPTION = """\
 Hyperparameter search for equivariant networks trained with constraint relaxation.
@@ -22,6 +27,15 @@ Submit a job spec, follow its trials and dashboard, and download the best **proj
 exactly equivariant** model. Every `/v1` route needs a bearer token
 (`relaxtune token create NAME`); a token sees only its tenant's jobs, an admin token all.
 """
+
+
+def _warm_up_dashboards() -> None:
+    try:
+        from service.dashboard import warm_up
+
+        warm_up()
+    except Exception:  # pages still render, only the first one is slower
+        logger.warning("dashboard warm-up failed", exc_info=True)
 
 
 def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
@@ -35,6 +49,8 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # plotly.js and scikit-learn load in the background, not in the first dashboard request
+        threading.Thread(target=_warm_up_dashboards, name="dashboard-warm-up", daemon=True).start()
         yield
         if owns_store:
             job_store.close()
@@ -47,6 +63,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = job_store
+    app.state.trials_cache = TrialsCache()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (health, jobs, trials, best, dashboards):

@@ -1,0 +1,287 @@
+"""A job's trials read with plain SQL on Optuna's tables, serialised once per study version.
+
+``RDBStorage.get_all_trials`` builds ORM objects for every row of every trial table, parses each
+parameter's distribution JSON per trial and loads every user attribute (including the large
+per-epoch ``history``), which costs hundreds of milliseconds for a few hundred trials. Here a
+few Core ``SELECT`` statements on the same tables (through the job store's engine) fetch only
+what ``GET /v1/jobs/{id}/trials`` returns, and the serialised body is cached per study.
+
+The cache key is a fingerprint read on every request:
+
+- per trial state, the number of trials and their smallest and largest ``trial_id`` (a new
+  trial or a state change moves it; Optuna never takes a trial out of a finished state);
+- for the trials that are not finished (``RUNNING``, ``WAITING``: the only ones Optuna lets
+  anyone modify), every row they own in the parameter, value, intermediate-value and
+  user-attribute tables, hashed (attributes such as ``history`` are rewritten in place).
+
+A finished job's fingerprint is one small ``GROUP BY`` on ``trials`` (indexed by study).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from datetime import datetime, timezone
+from functools import cache, lru_cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.api._schemas import TrialsPublic, finite
+from service.errors import StoreError
+from service.store import JobStore
+
+__all__ = ["TrialsCache", "etag_matches", "read_trials"]
+
+_HISTORY_KEY = "history"
+
+
+@cache
+def _optuna() -> Any:
+    """Optuna's table definitions, state enum and helpers (imported on first use)."""
+    from types import SimpleNamespace
+
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    return SimpleNamespace(
+        studies=models.StudyModel.__table__,
+        trials=models.TrialModel.__table__,
+        values=models.TrialValueModel.__table__,
+        params=models.TrialParamModel.__table__,
+        attrs=models.TrialUserAttributeModel.__table__,
+        steps=models.TrialIntermediateValueModel.__table__,
+        value_from_stored=models.TrialValueModel.stored_repr_to_value,
+        live=(TrialState.RUNNING, TrialState.WAITING),
+        # Optuna 5 stores naive UTC and hands out naive local time; older releases stored
+        # naive local time. Follow whichever is installed, as get_trials() does.
+        utc_columns=hasattr(models.TrialModel, "_datetime_start_utc"),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _distribution(distribution_json: str) -> Any:
+    """A parameter's distribution, parsed once per distinct JSON text."""
+    from optuna.distributions import json_to_distribution
+
+    return json_to_distribution(distribution_json)
+
+
+def _local(value: datetime | None, utc_columns: bool) -> datetime | None:
+    if value is None or not utc_columns:
+        return value
+    return value.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
+def _study_id(conn: Connection, name: str) -> int | None:
+    studies = _optuna().studies
+    query = sa.select(studies.c.study_id).where(studies.c.study_name == name)
+    return conn.execute(query).scalar_one_or_none()
+
+
+def _fingerprint(conn: Connection, study_id: int) -> str:
+    """Changes whenever anything the trials endpoint returns changes (module docstring)."""
+    o = _optuna()
+    t = o.trials
+    per_state = conn.execute(
+        sa.select(t.c.state, sa.func.count(), sa.func.min(t.c.trial_id), sa.func.max(t.c.trial_id))
+        .where(t.c.study_id == study_id)
+        .group_by(t.c.state)
+    ).all()
+    parts: list[Any] = sorted((s.name, n, lo, hi) for s, n, lo, hi in per_state)
+    if any(state in o.live for state, *_ in per_state):
+        live = sa.select(t.c.trial_id).where(t.c.study_id == study_id, t.c.state.in_(o.live))
+        parts.append(
+            conn.execute(
+                sa.select(t.c.trial_id, t.c.datetime_start)
+                .where(t.c.trial_id.in_(live))
+                .order_by(t.c.trial_id)
+            ).all()
+        )
+        for table, key in (
+            (o.params, o.params.c.param_id),
+            (o.values, o.values.c.trial_value_id),
+            (o.steps, o.steps.c.trial_intermediate_value_id),
+            (o.attrs, o.attrs.c.trial_user_attribute_id),
+        ):
+            rows = conn.execute(
+                sa.select(table).where(table.c.trial_id.in_(live)).order_by(key)
+            ).all()
+            parts.append([tuple(r) for r in rows])
+    digest = hashlib.blake2b(repr((study_id, parts)).encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def _trial_dicts(conn: Connection, study_id: int, with_history: bool) -> list[dict[str, Any]]:
+    """The study's trials as ``TrialPublic`` fields, in trial-number order."""
+    o = _optuna()
+    t = o.trials
+
+    def of_study(table: sa.Table) -> Any:
+        return table.join(t, table.c.trial_id == t.c.trial_id)
+
+    trials = conn.execute(
+        sa.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete)
+        .where(t.c.study_id == study_id)
+        .order_by(t.c.number, t.c.trial_id)
+    ).all()
+
+    values: dict[int, list[tuple[int, float]]] = {}
+    for trial_id, objective, value, value_type in conn.execute(
+        sa.select(
+            o.values.c.trial_id, o.values.c.objective, o.values.c.value, o.values.c.value_type
+        )
+        .select_from(of_study(o.values))
+        .where(t.c.study_id == study_id)
+    ):
+        values.setdefault(trial_id, []).append((objective, o.value_from_stored(value, value_type)))
+
+    params: dict[int, dict[str, Any]] = {}
+    for trial_id, name, internal, dist_json in conn.execute(
+        sa.select(
+            o.params.c.trial_id,
+            o.params.c.param_name,
+            o.params.c.param_value,
+            o.params.c.distribution_json,
+        )
+        .select_from(of_study(o.params))
+        .where(t.c.study_id == study_id)
+        .order_by(o.params.c.param_id)
+    ):
+        # categorical values are stored as the index of the choice
+        params.setdefault(trial_id, {})[name] = _distribution(dist_json).to_external_repr(internal)
+
+    attr_query = (
+        sa.select(o.attrs.c.trial_id, o.attrs.c.key, o.attrs.c.value_json)
+        .select_from(of_study(o.attrs))
+        .where(t.c.study_id == study_id)
+        .order_by(o.attrs.c.trial_user_attribute_id)
+    )
+    if not with_history:
+        attr_query = attr_query.where(o.attrs.c.key != _HISTORY_KEY)
+    attrs: dict[int, dict[str, Any]] = {}
+    for trial_id, key, value_json in conn.execute(attr_query):
+        attrs.setdefault(trial_id, {})[key] = json.loads(value_json)
+
+    last_step = dict(
+        conn.execute(
+            sa.select(o.steps.c.trial_id, sa.func.max(o.steps.c.step))
+            .select_from(of_study(o.steps))
+            .where(t.c.study_id == study_id)
+            .group_by(o.steps.c.trial_id)
+        ).all()
+    )
+
+    out = []
+    for trial_id, number, state, start, complete in trials:
+        start = _local(start, o.utc_columns)
+        complete = _local(complete, o.utc_columns)
+        trial_values = values.get(trial_id, [])
+        out.append(
+            {
+                "number": number,
+                "state": state.name,
+                "value": finite(trial_values[0][1]) if len(trial_values) == 1 else None,
+                "params": finite(params.get(trial_id, {})),
+                "user_attrs": finite(attrs.get(trial_id, {})),
+                "last_step": last_step.get(trial_id),
+                "datetime_start": start,
+                "datetime_complete": complete,
+                "duration_s": (complete - start).total_seconds()
+                if start is not None and complete is not None
+                else None,
+            }
+        )
+    return out
+
+
+def _render(job_id: str, study: str, data: list[dict[str, Any]]) -> bytes:
+    """The body FastAPI would send for this ``TrialsPublic`` (same validation, same JSON)."""
+    model = TrialsPublic(job_id=job_id, study=study, data=data, count=len(data))  # type: ignore[arg-type]
+    return json.dumps(
+        model.model_dump(mode="json"),
+        ensure_ascii=False,
+        allow_nan=False,
+        indent=None,
+        separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, ``*`` matches)."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+def read_trials(store: JobStore, job_id: str, study: str, with_history: bool) -> tuple[bytes, str]:
+    """The trials body and its ETag, read without a cache."""
+    return TrialsCache(0).get(store, job_id, study, with_history)
+
+
+class TrialsCache:
+    """Serialised trials responses per study (and ``history`` flag), least recently used out.
+
+    Thread-safe; two requests that miss at the same time both read, and the later one wins.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[Any, ...], tuple[str, bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(
+        self, store: JobStore, job_id: str, study: str, with_history: bool
+    ) -> tuple[bytes, str]:
+        """``(body, etag)`` of the job's trials, from the cache while the study is unchanged."""
+        try:
+            with store.engine.connect() as conn:
+                # one read transaction: on SQLite (WAL) the fingerprint and the rows it
+                # describes come from the same snapshot
+                study_id = _study_id(conn, study)
+                if study_id is None:
+                    body = _render(job_id, study, [])
+                    return body, _etag(body)
+                fingerprint = _fingerprint(conn, study_id)
+                key = (store.url, study_id, study, with_history)
+                with self._lock:
+                    entry = self._entries.get(key)
+                    if entry is not None and entry[0] == fingerprint:
+                        self._entries.move_to_end(key)
+                        self.hits += 1
+                        return entry[1], entry[2]
+                data = _trial_dicts(conn, study_id, with_history)
+        except SQLAlchemyError as exc:  # Optuna's tables missing (`db upgrade` not run), …
+            raise StoreError("reading the job's Optuna study", exc) from exc
+        body = _render(job_id, study, data)
+        etag = _etag(body)
+        if self.max_entries > 0:
+            with self._lock:
+                self.misses += 1
+                self._entries[key] = (fingerprint, body, etag)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return body, etag
