@@ -449,6 +449,8 @@ def run_search(
                 scheduler=scheduler,
                 num_samples=remaining,
                 max_concurrent_trials=min(spec.budget.max_concurrent, remaining),
+                # keep trial actors (and their torch/escnn imports) warm between trials
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=run_name,
