@@ -32,7 +32,12 @@ def test_controller_sigkill_mid_job_then_restart_resumes_the_job(tmp_path: Path)
     artifacts = tmp_path / "art"
     store = JobStore(db)
     store.upgrade()
-    spec = tiny_spec(name="ctl-kill", budget={"trials": 2, "epochs": 3, "max_concurrent": 1})
+    # trials of several seconds, so the kill reliably lands while the second one runs
+    spec = tiny_spec(
+        name="ctl-kill",
+        budget={"trials": 2, "epochs": 12, "max_concurrent": 1},
+        data={"train_size": 400, "val_size": 50, "test_size": 50},
+    )
     job = store.create_job("alice", parse_spec(spec).to_dict(), spec["name"])
     controller_argv = ["controller", "--db", db, "--artifacts", str(artifacts)]
     controller_argv += ["--worker-id", "ctl-1", "--poll", "0.2", "--log-level", "warning"]
