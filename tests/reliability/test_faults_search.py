@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 #: batch size 2 on 120 systems: 60 steps, so an epoch lasts long enough to be interrupted
 SLOW_EPOCHS = {
-    "data": {"train_size": 120, "val_size": 50, "test_size": 50},
+    "data": {"train_size": 600, "val_size": 50, "test_size": 50},
     "search_space": {
         "optim.lr": {"type": "float", "low": 1e-3, "high": 3e-3, "log": True},
         "optim.batch_size": 2,
@@ -110,6 +110,9 @@ def kill_worker_mid_trial(store_url: str, job_id: str, epochs: int, killed: list
         return None
 
     number, steps = wait_for(reported, 120, "a trial to report its first epoch", period=0.05)
+    # the searcher sees a result a moment before Tune's driver has registered the checkpoint
+    # that came with it; kill after that, or Ray rightly restarts the trial from scratch
+    time.sleep(0.5)
     pids = ray_trial_workers()
     assert pids, "no ray::ImplicitFunc worker found"
     for pid in pids:
