@@ -437,7 +437,8 @@ def run_search(
             tune.with_parameters(relax_trial, base=base),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         )
-        run_name = f"run-{int(time.time())}"
+        # one experiment per driver run; the job id keeps jobs apart on a shared storage path
+        run_name = f"run-{job_id}-{int(time.time())}" if storage_path else f"run-{int(time.time())}"
         # Ray wants an absolute path or a URI (s3://, gs://, ...) for its storage
         ray_storage = str(storage_path or (jdir / "ray"))
         if "://" not in ray_storage:
