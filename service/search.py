@@ -154,10 +154,15 @@ def _make_searcher_class():
             history = self._history.setdefault(
                 trial_id, list(ot_trial.user_attrs.get("history_before", []))
             )
-            if history and history[-1].get("epoch") == entry["epoch"]:
-                return  # already recorded (Ray may pass the last result again on completion)
-            history.append(_json_safe(entry))
             self._last[trial_id] = result
+            if history and history[-1].get("epoch") == entry["epoch"]:
+                # already recorded: Ray passes the stopping result again on completion, and a
+                # trial resumed after its last epoch re-reports that epoch; the trial must
+                # still carry its history
+                if "history" not in ot_trial.user_attrs:
+                    ot_trial.set_user_attr("history", history)
+                return
+            history.append(_json_safe(entry))
             value = result.get(self.metric)
             if value is not None and math.isfinite(value):
                 ot_trial.report(float(value), epoch)

@@ -243,3 +243,28 @@ def test_diverging_trial_is_recorded_fail_with_its_reason(tmp_path):
     (trial,) = optuna.load_study(study_name=study_name("nanjob"), storage=db).get_trials()
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["stop_reason"].startswith("diverged: loss became nan")
+
+
+def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
+    """A trial whose driver died after its last epoch is re-queued with the history of its
+    saved state; the resumed trial re-reports that epoch and must end COMPLETE with every
+    epoch in `history` and in its intermediate values."""
+    from service.search import _make_searcher_class
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'jobs.db'}")
+    space = parse_spec(NBODY).resolved_space()
+    searcher = _make_searcher_class()(
+        space=space.suggest, metric="val_projected", mode="min", storage=storage,
+        study_name="job-x", seed=0, epochs=3, trials_dir=str(tmp_path / "trials"),
+    )
+    before = [{"epoch": e, "val_projected": 1.0 / e, "theta": 0.0} for e in (1, 2, 3)]
+    searcher._ot_study.enqueue_trial({}, user_attrs={"history_before": before, "resume_from": "x"})
+    config = searcher.suggest("t1")
+    assert config["_resume_from"] == "x"
+    last = {"epoch": 3, "done_epochs": 3, "val_projected": 1.0 / 3, "theta": 0.0}
+    searcher.on_trial_result("t1", last)
+    searcher.on_trial_complete("t1", last)
+    (trial,) = optuna.load_study(study_name="job-x", storage=storage).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    assert [h["epoch"] for h in trial.user_attrs["history"]] == [1, 2, 3]
+    assert sorted(trial.intermediate_values) == [1, 2, 3]
