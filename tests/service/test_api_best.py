@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,23 +30,6 @@ SPEC = {
 CONFIG = {"task": "rotated_mnist", "hparams": {"optim.lr": 0.003}, "group": "C4"}
 METRICS = {"val_accuracy": 0.91, "test_accuracy": 0.9}
 CERTIFICATE = {"passed": True, "tolerance": 1e-5, "projected": {"max_error": 2e-7}}
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("db") / "template.db"
-    store = JobStore(f"sqlite:///{path}")
-    store.upgrade()
-    store.close()
-    return path
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
-    shutil.copyfile(template_db, tmp_path / "jobs.db")
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ cancellation and trials."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,23 +34,6 @@ SPEC = {
     "objective": {"metric": "val_accuracy", "mode": "max"},
 }
 JOB_ROUTES = ["", "/trials", "/dashboard", "/best", "/best/checkpoint"]
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("db") / "template.db"
-    store = JobStore(f"sqlite:///{path}")
-    store.upgrade()
-    store.close()
-    return path
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
-    shutil.copyfile(template_db, tmp_path / "jobs.db")
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

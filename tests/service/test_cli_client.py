@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +25,6 @@ search_space: relax
 budget: {trials: 2, epochs: 1}
 objective: {metric: val_accuracy, mode: max}
 """
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("db") / "template.db"
-    store = JobStore(f"sqlite:///{path}")
-    store.upgrade()
-    store.close()
-    return path
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
-    shutil.copyfile(template_db, tmp_path / "jobs.db")
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture

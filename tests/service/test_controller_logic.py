@@ -3,10 +3,9 @@ injected fake search runner in place of ``service.search.run_search``."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +23,6 @@ SPEC = {
     "budget": {"trials": 2, "epochs": 1},
     "objective": {"metric": "val_accuracy", "mode": "max"},
 }
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("db") / "template.db"
-    store = JobStore(f"sqlite:///{path}")
-    store.upgrade()
-    store.close()
-    return path
-
-
-@pytest.fixture
-def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
-    shutil.copyfile(template_db, tmp_path / "jobs.db")
-    s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield s
-    s.close()
 
 
 @pytest.fixture
