@@ -37,6 +37,18 @@ from search_spaces import JobSpec, SpecError
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_projected"
+
+
+def _history_keys() -> tuple[str, ...]:
+    """The per-epoch report's keys (``workers.training.EpochReport``): one history entry."""
+    from dataclasses import fields
+
+    from workers.training import EpochReport
+
+    return tuple(f.name for f in fields(EpochReport))
+
+
+HISTORY_KEYS = _history_keys()
 FINAL_ATTRS = (
     "val_projected",
     "val_relaxed",
@@ -134,23 +146,7 @@ def _make_searcher_class():
                 self._last[trial_id] = {**self._last.get(trial_id, {}), **result}
                 return
             epoch = int(result.get("done_epochs", result.get("training_iteration", 0)))
-            entry = {
-                k: result.get(k)
-                for k in (
-                    "epoch",
-                    "progress",
-                    "theta",
-                    "val_projected",
-                    "val_relaxed",
-                    "train_loss",
-                    "penalty_lie",
-                    "penalty_norm",
-                    "penalty_proj",
-                    "equivariance_error_relaxed",
-                    "equivariance_error_projected",
-                    "epoch_seconds",
-                )
-            }
+            entry = {k: result.get(k) for k in HISTORY_KEYS}
             history = self._history.setdefault(
                 trial_id, list(ot_trial.user_attrs.get("history_before", []))
             )
