@@ -39,13 +39,24 @@ if [ ! -x .venv/bin/relaxtune ]; then
   echo "gpu_check: setting up the venv (make setup)"
   make setup
 fi
-# A CPU build of torch (e.g. from a local wheel) would silently train on the CPU.
-"$PY" - <<'EOF' || fail "torch in .venv cannot use CUDA; install a CUDA build, e.g. .venv/bin/pip install --force-reinstall 'torch>=2.2,<2.14' --index-url https://download.pytorch.org/whl/cu128"
+# A CPU build of torch (e.g. a local CPU wheel picked up by `make setup`) would silently
+# train on the CPU: replace it with the CUDA build of the same version from PyPI.
+cuda_ok() {
+  "$PY" - <<'EOF'
 import sys
 import torch
 print(f"gpu_check: torch {torch.__version__}, CUDA {torch.version.cuda}, available {torch.cuda.is_available()}")
 sys.exit(0 if torch.cuda.is_available() else 1)
 EOF
+}
+if ! cuda_ok; then
+  version=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
+  echo "gpu_check: installing the CUDA build of torch $version from PyPI"
+  .venv/bin/pip uninstall -q -y torch
+  .venv/bin/pip install -q --no-cache-dir "torch==$version" ||
+    fail "could not install a CUDA build of torch $version (pip install 'torch==$version' into .venv)"
+  cuda_ok || fail "torch in .venv cannot use CUDA even after installing the CUDA build: check the NVIDIA driver (nvidia-smi) against torch's CUDA version"
+fi
 
 # --- 3. the spec: the quick search, GPU_FRACTION of a GPU per trial -----------------------
 mkdir -p "$WORK"
