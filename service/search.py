@@ -128,7 +128,9 @@ def _make_searcher_class():
             ot_trial = self._ot_trials[trial_id]
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             # where the trial keeps its last epoch state (the exported best goes to <job>/best)
-            ot_trial.set_user_attr("checkpoint", str(Path(self.trials_dir) / f"{ot_trial.number:05d}"))
+            ot_trial.set_user_attr(
+                "checkpoint", str(Path(self.trials_dir) / f"{ot_trial.number:05d}")
+            )
             config["_trial_number"] = ot_trial.number
             resume = ot_trial.user_attrs.get("resume_from")
             if resume:
@@ -233,7 +235,9 @@ def reconcile_study(study: optuna.Study) -> int:
             attrs["resume_from"] = trial_dir
             # the saved state is the truth about what was trained (Optuna may have missed
             # the last epoch's write if the driver or the database went away)
-            attrs["history_before"] = _saved_history(Path(trial_dir)) or trial.user_attrs.get("history", [])
+            attrs["history_before"] = _saved_history(Path(trial_dir)) or trial.user_attrs.get(
+                "history", []
+            )
         study.enqueue_trial(trial.params, user_attrs=attrs)
         count += 1
     return count

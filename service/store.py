@@ -231,7 +231,8 @@ def create_engine_for(url: str) -> Engine:
     SQLite: WAL (readers never block the writer), a busy timeout instead of immediate
     "database is locked", and SQLAlchemy-controlled ``BEGIN`` so that write transactions can
     take the write lock up front (``BEGIN IMMEDIATE``) and cannot fail half-way on a stale
-    snapshot. PostgreSQL: a bounded pool, pre-ping to survive server restarts.
+    snapshot. PostgreSQL: a bounded pool, pre-ping to survive server restarts (SQLite has no
+    server to lose, so no pre-ping there).
     """
     sa_url = sa.engine.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
@@ -239,7 +240,8 @@ def create_engine_for(url: str) -> Engine:
             raise ValueError("the job store needs a SQLite file (sqlite:///path.db), not memory")
         engine = sa.create_engine(
             sa_url,
-            pool_pre_ping=True,
+            # no pre-ping: a file connection has no server to lose, and a ping per checkout
+            # is a round trip on every API request
             pool_size=5,
             max_overflow=10,
             connect_args={"timeout": 30, "check_same_thread": False},

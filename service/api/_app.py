@@ -29,13 +29,15 @@ exactly equivariant** model. Every `/v1` route needs a bearer token
 """
 
 
-def _warm_up_dashboards() -> None:
+def _warm_up_dashboards(done: threading.Event) -> None:
     try:
         from service.dashboard import warm_up
 
         warm_up()
     except Exception:  # pages still render, only the first one is slower
         logger.warning("dashboard warm-up failed", exc_info=True)
+    finally:
+        done.set()
 
 
 def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
@@ -50,7 +52,12 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # plotly.js and scikit-learn load in the background, not in the first dashboard request
-        threading.Thread(target=_warm_up_dashboards, name="dashboard-warm-up", daemon=True).start()
+        threading.Thread(
+            target=_warm_up_dashboards,
+            args=(app.state.dashboards_warm,),
+            name="dashboard-warm-up",
+            daemon=True,
+        ).start()
         yield
         if owns_store:
             job_store.close()
@@ -64,6 +71,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = job_store
     app.state.trials_cache = TrialsCache()
+    app.state.dashboards_warm = threading.Event()  # set by the warm-up thread (/healthz)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     for module in (health, jobs, trials, best, dashboards):

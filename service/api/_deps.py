@@ -24,13 +24,13 @@ __all__ = [
 _bearer = HTTPBearer(auto_error=False, description="an API token from `relaxtune token create`")
 
 
-def get_store(request: Request) -> JobStore:
-    """The app's job store."""
+async def get_store(request: Request) -> JobStore:
+    """The app's job store (``async``: trivial, so it runs on the event loop, not in a thread)."""
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (``async`` for the same reason)."""
     return request.app.state.settings
 
 

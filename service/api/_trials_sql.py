@@ -19,6 +19,7 @@ A finished job's fingerprint is one small ``GROUP BY`` on ``trials`` (indexed by
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
@@ -35,7 +36,7 @@ from service.api._schemas import TrialsPublic, finite
 from service.errors import StoreError
 from service.store import JobStore
 
-__all__ = ["TrialsCache", "etag_matches", "read_trials"]
+__all__ = ["TrialsCache", "accepts_gzip", "etag_matches", "read_trials"]
 
 _HISTORY_KEY = "history"
 
@@ -83,14 +84,16 @@ def _study_id(conn: Connection, name: str) -> int | None:
     return conn.execute(query).scalar_one_or_none()
 
 
-def _fingerprint(conn: Connection, study_id: int) -> str:
-    """Changes whenever anything the trials endpoint returns changes (module docstring).
+@cache
+def _fingerprint_query() -> Any:
+    """The fingerprint statement (module docstring), built once; ``study_id`` is bound.
 
-    One statement (a ``UNION ALL``), so one round trip however many tables it looks at.
+    One ``UNION ALL``, so one round trip however many tables it looks at.
     """
     o = _optuna()
     t = o.trials
     text, num, integer = sa.String(), sa.Float(), sa.Integer()
+    study_id = sa.bindparam("study_id", type_=integer)
 
     def row(kind: str, trial_id: Any, ident: Any, number: Any, label: Any) -> Any:
         return sa.select(
@@ -132,8 +135,13 @@ def _fingerprint(conn: Connection, study_id: int) -> str:
             o.attrs.c.key + o.attrs.c.value_json,
         ).where(o.attrs.c.trial_id.in_(live)),
     ]
-    query = sa.union_all(*parts)
-    rows = sorted((tuple(r) for r in conn.execute(query).all()), key=repr)
+    return sa.union_all(*parts)
+
+
+def _fingerprint(conn: Connection, study_id: int) -> str:
+    """Changes whenever anything the trials endpoint returns changes (module docstring)."""
+    rows = conn.execute(_fingerprint_query(), {"study_id": study_id}).all()
+    rows = sorted((tuple(r) for r in rows), key=repr)
     digest = hashlib.blake2b(repr((study_id, rows)).encode(), digest_size=16)
     return digest.hexdigest()
 
@@ -238,7 +246,8 @@ def _etag(body: bytes) -> str:
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, ``*`` matches)."""
+    """Whether an ``If-None-Match`` header names ``etag`` or its gzip representation's
+    (``"…-gzip"``): weak comparison, ``*`` matches."""
     if not if_none_match:
         return False
     for candidate in if_none_match.split(","):
@@ -247,8 +256,21 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
             return True
         if candidate.startswith("W/"):
             candidate = candidate[2:]
-        if candidate == etag:
+        if candidate in (etag, etag[:-1] + '-gzip"'):
             return True
+    return False
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header admits gzip (``gzip;q=0`` refuses it)."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
     return False
 
 
@@ -266,6 +288,7 @@ class TrialsCache:
     def __init__(self, max_entries: int = 64) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[Any, ...], tuple[str, bytes, str]] = OrderedDict()
+        self._gzipped: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -273,6 +296,7 @@ class TrialsCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._gzipped.clear()
 
     def get(
         self, store: JobStore, job_id: str, study: str, with_history: bool
@@ -307,3 +331,17 @@ class TrialsCache:
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         return body, etag
+
+    def gzipped(self, body: bytes, etag: str) -> bytes:
+        """``body`` gzip-compressed, compressed once per ETag (the cached bodies repeat)."""
+        with self._lock:
+            compressed = self._gzipped.get(etag)
+            if compressed is not None:
+                self._gzipped.move_to_end(etag)
+                return compressed
+        compressed = gzip.compress(body, compresslevel=6, mtime=0)
+        with self._lock:
+            self._gzipped[etag] = compressed
+            while len(self._gzipped) > max(self.max_entries, 1):
+                self._gzipped.popitem(last=False)
+        return compressed

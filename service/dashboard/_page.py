@@ -421,9 +421,7 @@ def render_dashboard(
     n_complete = counts[TrialState.COMPLETE.name]
     # Optuna's parallel-coordinate plot only knows parameters of COMPLETE trials (a conditional
     # parameter sampled only by pruned trials would make it fail)
-    complete_params = {
-        name for t in trials if t.state == TrialState.COMPLETE for name in t.params
-    }
+    complete_params = {name for t in trials if t.state == TrialState.COMPLETE for name in t.params}
     relax_all = [p for p in _data.relax_param_names(trials) if p in complete_params]
     parallel_params = relax_all or [p for p in _data.param_names(trials) if p in complete_params]
     common_params = _data.param_names(trials, in_every_complete_trial=True)

@@ -4,6 +4,7 @@ cancellation and trials."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,16 @@ def job_count(store: JobStore) -> int:
 
 
 def test_healthz_needs_no_token(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "db": "ok"}
+    body = client.get("/healthz").json()
+    assert {k: body[k] for k in ("status", "db")} == {"status": "ok", "db": "ok"}
+    assert body["dashboards"] in ("warm", "warming")
+
+
+def test_healthz_reports_the_dashboard_warm_up_finishing(client: TestClient) -> None:
+    deadline = time.monotonic() + 60
+    while client.get("/healthz").json()["dashboards"] != "warm":
+        assert time.monotonic() < deadline, "the dashboard warm-up did not finish in 60 s"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Runs on SQLite and, when the server of ``RELAXTUNE_TEST_PG_URL`` answers, on Pos
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -264,6 +265,38 @@ def test_etag_and_304(client: TestClient, store: JobStore, job_id: str) -> None:
     # another tenant still gets a 404, ETag or not
     other = client.get(f"/v1/jobs/{job_id}/trials", headers={**_other(store), "If-None-Match": "*"})
     assert other.status_code == 404
+
+
+def test_gzip_when_accepted_with_its_own_etag(
+    client: TestClient, store: JobStore, job_id: str
+) -> None:
+    headers = _tenant_headers(store, job_id)
+    _fill(_study(store, job_id))
+    plain = _get(client, job_id, {**headers, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert len(plain.content) > 1024  # large enough to be compressed
+    for refusal in ("identity", "gzip;q=0", "br"):
+        again = _get(client, job_id, {**headers, "Accept-Encoding": refusal})
+        assert "content-encoding" not in again.headers, refusal
+    # read the raw bytes on the wire (the test client would decompress them)
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/trials", headers={**headers, "Accept-Encoding": "gzip"}
+    ) as response:
+        raw = b"".join(response.iter_raw())
+        assert response.status_code == 200
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["vary"] == "Accept-Encoding"
+        zipped_etag = response.headers["etag"]
+    assert len(raw) < len(plain.content) / 3
+    assert gzip.decompress(raw) == plain.content
+    assert zipped_etag != plain.headers["etag"]
+    # either representation's ETag revalidates
+    for etag in (plain.headers["etag"], zipped_etag):
+        revalidated = client.get(
+            f"/v1/jobs/{job_id}/trials",
+            headers={**headers, "Accept-Encoding": "gzip", "If-None-Match": etag},
+        )
+        assert revalidated.status_code == 304, etag
 
 
 def _other(store: JobStore) -> dict[str, str]:

@@ -42,7 +42,11 @@ def _free_port() -> int:
 
 def _cli(*args: str, cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -57,9 +61,21 @@ def test_serve_submit_watch_dashboard_download_verify(tmp_path):
     port = _free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - the server writes to it
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", *common, "--artifacts", str(tmp_path / "art"),
-         "--port", str(port)],
-        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            *common,
+            "--artifacts",
+            str(tmp_path / "art"),
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {alice}"}, timeout=30)
@@ -73,8 +89,11 @@ def test_serve_submit_watch_dashboard_download_verify(tmp_path):
                 time.sleep(0.2)
         else:
             pytest.fail((tmp_path / "serve.log").read_text()[-3000:])
-        bad = a.post("/v1/jobs", content=SPEC.replace("trials: 2", "trials: 0"),
-                      headers={"Content-Type": "application/yaml"})
+        bad = a.post(
+            "/v1/jobs",
+            content=SPEC.replace("trials: 2", "trials: 0"),
+            headers={"Content-Type": "application/yaml"},
+        )
         assert bad.status_code == 422 and "budget.trials" in bad.text
         assert httpx.post(f"{url}/v1/jobs", content=SPEC).status_code == 401
         created = a.post("/v1/jobs", content=SPEC, headers={"Content-Type": "application/yaml"})
@@ -89,10 +108,16 @@ def test_serve_submit_watch_dashboard_download_verify(tmp_path):
             if status["status"] in ("succeeded", "failed", "cancelled"):
                 break
             time.sleep(1)
-        assert status.get("status") == "succeeded", (status, (tmp_path / "serve.log").read_text()[-3000:])
+        assert status.get("status") == "succeeded", (
+            status,
+            (tmp_path / "serve.log").read_text()[-3000:],
+        )
         assert status["progress"]["complete"] + status["progress"]["pruned"] == 2
         trials = a.get(f"/v1/jobs/{job_id}/trials").json()
-        assert trials["count"] == 2 and {t["state"] for t in trials["data"]} <= {"COMPLETE", "PRUNED"}
+        assert trials["count"] == 2 and {t["state"] for t in trials["data"]} <= {
+            "COMPLETE",
+            "PRUNED",
+        }
         page = a.get(f"/v1/jobs/{job_id}/dashboard")
         assert page.status_code == 200 and "chart-history" in page.text
         assert not re.search(r"<script[^>]+src=", page.text)  # plotly.js embedded, no CDN

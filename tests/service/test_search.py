@@ -234,8 +234,13 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
 
 
 def test_diverging_trial_is_recorded_fail_with_its_reason(tmp_path):
-    spec = dict(NBODY, name="nan", budget={"trials": 1, "epochs": 2, "max_concurrent": 1},
-                search_space={"optim.lr": 1e12, "relax.schedule": "none"}, scheduler="none")
+    spec = dict(
+        NBODY,
+        name="nan",
+        budget={"trials": 1, "epochs": 2, "max_concurrent": 1},
+        search_space={"optim.lr": 1e12, "relax.schedule": "none"},
+        scheduler="none",
+    )
     spec.pop("asha")
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     with pytest.raises(RuntimeError, match="no trial completed"):
@@ -254,8 +259,14 @@ def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'jobs.db'}")
     space = parse_spec(NBODY).resolved_space()
     searcher = _make_searcher_class()(
-        space=space.suggest, metric="val_projected", mode="min", storage=storage,
-        study_name="job-x", seed=0, epochs=3, trials_dir=str(tmp_path / "trials"),
+        space=space.suggest,
+        metric="val_projected",
+        mode="min",
+        storage=storage,
+        study_name="job-x",
+        seed=0,
+        epochs=3,
+        trials_dir=str(tmp_path / "trials"),
     )
     before = [{"epoch": e, "val_projected": 1.0 / e, "theta": 0.0} for e in (1, 2, 3)]
     searcher._ot_study.enqueue_trial({}, user_attrs={"history_before": before, "resume_from": "x"})

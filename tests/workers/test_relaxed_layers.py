@@ -130,12 +130,31 @@ def _vector_case():
 
 
 CASES = [
-    _conv_case("r2conv-C8-regular", gspaces.rot2dOnR2(8), lambda g: [g.regular_repr] * 2 + [g.trivial_repr],
-               lambda g: [g.regular_repr] * 3, 5, False),
-    _conv_case("r2conv-C4-stride2", gspaces.rot2dOnR2(4), lambda g: [g.regular_repr] * 2,
-               lambda g: [g.regular_repr, g.trivial_repr] * 2, 3, False, stride=2),
-    _conv_case("r2conv-SO2-irreps", gspaces.rot2dOnR2(-1, maximum_frequency=3),
-               lambda g: [g.irrep(0), g.irrep(1)] * 2, lambda g: [g.irrep(0), g.irrep(1), g.irrep(2)] * 2, 5, True),
+    _conv_case(
+        "r2conv-C8-regular",
+        gspaces.rot2dOnR2(8),
+        lambda g: [g.regular_repr] * 2 + [g.trivial_repr],
+        lambda g: [g.regular_repr] * 3,
+        5,
+        False,
+    ),
+    _conv_case(
+        "r2conv-C4-stride2",
+        gspaces.rot2dOnR2(4),
+        lambda g: [g.regular_repr] * 2,
+        lambda g: [g.regular_repr, g.trivial_repr] * 2,
+        3,
+        False,
+        stride=2,
+    ),
+    _conv_case(
+        "r2conv-SO2-irreps",
+        gspaces.rot2dOnR2(-1, maximum_frequency=3),
+        lambda g: [g.irrep(0), g.irrep(1)] * 2,
+        lambda g: [g.irrep(0), g.irrep(1), g.irrep(2)] * 2,
+        5,
+        True,
+    ),
     _linear_case(),
     _vector_case(),
 ]
@@ -168,7 +187,9 @@ def test_theta_zero_equals_projection(case):
     out = case.to_tensor(layer(x))
     for mode in ("drop", "orthogonal"):
         proj = layer.projected(mode).eval()
-        assert torch.equal(out, case.to_tensor(proj(x))) or torch.allclose(out, case.to_tensor(proj(x)), atol=1e-6)
+        assert torch.equal(out, case.to_tensor(proj(x))) or torch.allclose(
+            out, case.to_tensor(proj(x)), atol=1e-6
+        )
 
 
 def test_orthogonal_projection_is_equivariant_and_relaxed_is_not(case):
@@ -244,7 +265,11 @@ def test_penalties_are_normalised(case):
     one = compute_penalties(layer)
     t = case.to_tensor(x)
     doubled = torch.cat([t, t])
-    layer(enn.GeometricTensor(doubled, layer.in_type) if isinstance(x, enn.GeometricTensor) else doubled)
+    layer(
+        enn.GeometricTensor(doubled, layer.in_type)
+        if isinstance(x, enn.GeometricTensor)
+        else doubled
+    )
     two = compute_penalties(layer)
     assert set(one) == set(two) and "norm" in one and "proj" in one
     assert ("lie" in one) == case.continuous
@@ -305,7 +330,9 @@ def _rotate_field(x: torch.Tensor, field_type, angle: float) -> torch.Tensor:
     theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype)
     grid = F.affine_grid(theta.expand(n, 2, 3), list(x.shape), align_corners=True)
     resampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    rho = torch.as_tensor(field_type.representation(field_type.fibergroup.element(angle)), dtype=x.dtype)
+    rho = torch.as_tensor(
+        field_type.representation(field_type.fibergroup.element(angle)), dtype=x.dtype
+    )
     return torch.einsum("oc,bchw->bohw", rho, resampled)
 
 
@@ -352,8 +379,12 @@ def test_lie_derivative_matches_finite_difference(case):
         x = _smooth_field(layer.in_type.size, 33, seed=4, sigma=sigma)
         analytic = layer.lie_derivative(x, kernel)
         fd = (
-            _rotate_field(layer._conv(_rotate_field(x, layer.in_type, t), kernel, None), layer.out_type, -t)
-            - _rotate_field(layer._conv(_rotate_field(x, layer.in_type, -t), kernel, None), layer.out_type, t)
+            _rotate_field(
+                layer._conv(_rotate_field(x, layer.in_type, t), kernel, None), layer.out_type, -t
+            )
+            - _rotate_field(
+                layer._conv(_rotate_field(x, layer.in_type, -t), kernel, None), layer.out_type, t
+            )
         ) / (2 * t)
         inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))  # away from zero padding
         return float((analytic[inner] - fd[inner]).norm() / fd[inner].norm())

@@ -27,7 +27,12 @@ def test_every_family_but_constant_ends_at_exactly_zero(family):
 
 def test_triangular_is_the_paper_shape():
     s = make_schedule({"family": "triangular", "theta_max": 1.0, "peak": 0.5})
-    assert s(0.0) == 0.0 and s(0.5) == 1.0 and s(0.25) == pytest.approx(0.5) and s(0.75) == pytest.approx(0.5)
+    assert (
+        s(0.0) == 0.0
+        and s(0.5) == 1.0
+        and s(0.25) == pytest.approx(0.5)
+        and s(0.75) == pytest.approx(0.5)
+    )
     assert s(0.999) == pytest.approx(0.002)  # unlike the authors' code, it reaches 0 at t = 1
 
 
@@ -40,12 +45,18 @@ def test_decaying_families_are_zero_after_zero_at(family):
 
 
 def test_family_specific_shapes():
-    assert make_schedule({"family": "linear_decay", "theta_max": 1, "zero_at": 0.5})(0.25) == pytest.approx(0.5)
-    assert make_schedule({"family": "cosine", "theta_max": 1, "zero_at": 0.5})(0.25) == pytest.approx(0.5)
+    assert make_schedule({"family": "linear_decay", "theta_max": 1, "zero_at": 0.5})(
+        0.25
+    ) == pytest.approx(0.5)
+    assert make_schedule({"family": "cosine", "theta_max": 1, "zero_at": 0.5})(
+        0.25
+    ) == pytest.approx(0.5)
     assert make_schedule({"family": "cosine", "theta_max": 1, "zero_at": 0.5})(0.0) == 1.0
     step = make_schedule({"family": "step", "theta_max": 0.3, "zero_at": 0.5})
     assert step(0.49) == 0.3 and step(0.5) == 0.0
-    whd = make_schedule({"family": "warmup_hold_decay", "theta_max": 1, "warmup": 0.1, "hold": 0.2, "zero_at": 0.8})
+    whd = make_schedule(
+        {"family": "warmup_hold_decay", "theta_max": 1, "warmup": 0.1, "hold": 0.2, "zero_at": 0.8}
+    )
     assert whd(0.05) == pytest.approx(0.5) and whd(0.2) == 1.0 and whd(0.55) == pytest.approx(0.5)
     const = make_schedule({"family": "constant", "theta": 0.2})
     assert const(0.0) == const(1.0) == 0.2 and not const.ends_at_zero()
@@ -67,7 +78,9 @@ def test_bad_values_name_the_key():
 
 
 def test_per_layer_strengths_scale_theta():
-    model = torch.nn.Sequential(RelaxedVectorLinear(2, 2), RelaxedVectorLinear(2, 2), RelaxedVectorLinear(2, 1))
+    model = torch.nn.Sequential(
+        RelaxedVectorLinear(2, 2), RelaxedVectorLinear(2, 2), RelaxedVectorLinear(2, 1)
+    )
     set_layer_strengths(model, 0.5)  # geometric decay with depth
     set_theta(model, 0.8)
     assert [float(m.theta) for m in model] == pytest.approx([0.8, 0.4, 0.2])

@@ -41,7 +41,9 @@ RELAXED = {
 
 
 def _config(task: str, epochs: int = 1, **hparams) -> TrialConfig:
-    return TrialConfig(task=task, hparams={**RELAXED, **hparams}, epochs=epochs, seed=0, device="cpu", **TINY[task])
+    return TrialConfig(
+        task=task, hparams={**RELAXED, **hparams}, epochs=epochs, seed=0, device="cpu", **TINY[task]
+    )
 
 
 # A check that runs with torch alone: no relaxtune package on the path or in sys.modules.
@@ -74,7 +76,13 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
     out = tmp_path / "ckpt"
     result = train(_config(task), out_dir=out)
     assert result.checkpoint_dir == out
-    for name in ("model.safetensors", "model.ts", "config.json", "certificate.json", "metrics.json"):
+    for name in (
+        "model.safetensors",
+        "model.ts",
+        "config.json",
+        "certificate.json",
+        "metrics.json",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.pt"))
     certificate = json.loads((out / "certificate.json").read_text())
@@ -84,8 +92,12 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
     assert f"test_{metrics['metric']}" in metrics and len(metrics["history"]) == 1
     # a fresh interpreter outside the repository, with only torch (+ safetensors) imported
     proc = subprocess.run(
-        [sys.executable, "-c", _PLAIN_TORCH_CHECK, str(out)], capture_output=True, text=True, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}, timeout=120,
+        [sys.executable, "-c", _PLAIN_TORCH_CHECK, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ""},
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,5 +147,7 @@ def test_bad_set_keys_fail_before_training():
     with pytest.raises(SpecError) as err:
         trial_config_from_spec(spec, ["relax.schedule=zigzag"])
     assert "triangular" in str(err.value)  # the allowed values are listed
-    config = trial_config_from_spec(spec, ["relax.schedule=cosine", "optim.lr=0.01"], seed=3, epochs=2)
+    config = trial_config_from_spec(
+        spec, ["relax.schedule=cosine", "optim.lr=0.01"], seed=3, epochs=2
+    )
     assert config.hparams["relax.schedule"] == "cosine" and config.seed == 3 and config.epochs == 2
