@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     db: str = Field("sqlite:///relaxtune.db", description="SQLAlchemy URL of the job database")
     artifacts: Path = Field(Path("./artifacts"), description="artifact folder (best checkpoints)")
     max_body_bytes: int = Field(256 * 1024, gt=0, description="largest accepted request body")
+    api_threads: int = Field(
+        4,
+        gt=0,
+        description="threads that run the API's blocking endpoint work (database reads, pages); "
+        "the work is mostly CPU under one GIL, so more threads add contention, not throughput "
+        "(raise it for a remote database with high latency)",
+    )
 
     # Per-tenant limits, checked when a job is submitted.
     max_trials: int = Field(256, gt=0, description="largest budget.trials of one job")

@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from service.api._body_limit import BodySizeLimitMiddleware
@@ -51,6 +52,10 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # FastAPI runs every `def` endpoint and dependency on anyio's default thread limiter
+        # (40 threads); under a burst, 40 threads contending for the GIL cost more CPU per
+        # request than they overlap (bench/api_load.py): cap them at settings.api_threads.
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         # plotly.js and scikit-learn load in the background, not in the first dashboard request
         threading.Thread(
             target=_warm_up_dashboards,

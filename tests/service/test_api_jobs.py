@@ -89,6 +89,19 @@ def test_healthz_needs_no_token(client: TestClient) -> None:
     assert body["dashboards"] in ("warm", "warming")
 
 
+def test_blocking_work_is_capped_at_api_threads(settings: Settings, store: JobStore) -> None:
+    from anyio import to_thread
+
+    def tokens() -> float:  # called on the app's event loop
+        return to_thread.current_default_thread_limiter().total_tokens
+
+    for threads in (3, 7):
+        app = create_app(settings.model_copy(update={"api_threads": threads}), store)
+        with TestClient(app) as c:
+            assert c.portal.call(tokens) == threads
+            assert c.get("/healthz").status_code == 200
+
+
 def test_healthz_reports_the_dashboard_warm_up_finishing(client: TestClient) -> None:
     deadline = time.monotonic() + 60
     while client.get("/healthz").json()["dashboards"] != "warm":
