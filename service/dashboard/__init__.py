@@ -6,6 +6,7 @@ page. Nothing here imports torch, escnn or ray: the API process serves these pag
 """
 
 from service.dashboard._data import (
+    StudySnapshot,
     best_trial_summary,
     certificate_table,
     epoch_records,
@@ -35,6 +36,7 @@ from service.dashboard._page import (
 )
 
 __all__ = [
+    "StudySnapshot",
     "CHART_IDS",
     "DEFAULT_LINK_FORMAT",
     "best_trial_summary",

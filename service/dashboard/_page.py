@@ -122,12 +122,59 @@ def _plotly_js() -> str:
 def warm_up() -> None:
     """Load now what the first page would otherwise load while a request waits.
 
-    That is plotly.js (read from the installed package) and Optuna's importance module, whose
-    import pulls in scikit-learn (about a second). The API can call this once in a background
-    thread at startup; pages render correctly without it.
+    That is plotly.js (read from the installed package), Optuna's importance module, whose
+    import pulls in scikit-learn (about a second), and plotly's lazily built figure classes
+    (one page of a tiny study is rendered and thrown away). The API calls this once in a
+    background thread at startup; pages render correctly without it.
     """
     _plotly_js()
     import optuna.importance  # noqa: F401
+
+    # One page of a tiny study: plotly builds its figure and property validators lazily, on
+    # first use, which otherwise lands in the first real page.
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.study import StudyDirection
+    from optuna.trial import create_trial
+
+    distributions = {
+        "optim.lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "relax.theta_max": FloatDistribution(0.0, 1.0),
+        "relax.schedule": CategoricalDistribution(["linear_decay", "cosine"]),
+    }
+    trials = []
+    for number in range(4):
+        history = [
+            {
+                "epoch": e,
+                "progress": e / 2,
+                "theta": 0.5 * (2 - e) / 2,
+                "val_projected": 0.1 * e,
+                "val_relaxed": 0.1 * e,
+                "equivariance_error_relaxed": 0.1,
+                "equivariance_error_projected": 1e-6,
+            }
+            for e in (1, 2)
+        ]
+        trial = create_trial(
+            params={
+                "optim.lr": 10.0 ** -(number + 1),
+                "relax.theta_max": number / 4,
+                "relax.schedule": ("linear_decay", "cosine")[number % 2],
+            },
+            distributions=distributions,
+            value=0.1 * number,
+            intermediate_values={1: 0.05 * number, 2: 0.1 * number},
+            user_attrs={"history": history, "val_projected": 0.1 * number},
+        )
+        trial.number = number
+        trials.append(trial)
+    job = {
+        "id": "warm-up",
+        "name": "warm-up",
+        "status": "succeeded",
+        "spec": {"objective": {"metric": "val_accuracy", "mode": "max"}},
+    }
+    render_dashboard(_data.StudySnapshot([StudyDirection.MAXIMIZE], trials), job)
 
 
 def _esc(value: Any) -> str:
@@ -355,7 +402,7 @@ def _page(title: str, body: str, *, with_plotly: bool, refresh_seconds: int | No
 
 
 def render_dashboard(
-    study: optuna.Study,
+    study: optuna.Study | _data.StudySnapshot,
     job: Mapping[str, Any],
     certificate: Mapping[str, Any] | None = None,
     *,

@@ -52,7 +52,9 @@ def test_production_accepts_real_secrets() -> None:
     assert settings.env == "production"
 
 
-@pytest.mark.parametrize("field", ["max_body_bytes", "max_trials", "max_concurrent_jobs", "api_threads"])
+@pytest.mark.parametrize(
+    "field", ["max_body_bytes", "max_trials", "max_concurrent_jobs", "api_threads"]
+)
 def test_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: 0})

@@ -267,6 +267,26 @@ def test_etag_and_304(client: TestClient, store: JobStore, job_id: str) -> None:
     assert other.status_code == 404
 
 
+def test_study_snapshot_equals_optunas_trials(store: JobStore, job_id: str) -> None:
+    from service.api._trials_sql import read_study_snapshot
+
+    assert read_study_snapshot(store, f"job-{job_id}") is None  # no study yet
+    study = _study(store, job_id)
+    _fill(study)
+    snapshot = read_study_snapshot(store, f"job-{job_id}")
+    assert snapshot.directions == study.directions
+    expected = study.get_trials(deepcopy=False)
+    assert [t.number for t in snapshot.trials] == [t.number for t in expected]
+    fields = ("number", "state", "datetime_start", "datetime_complete", "params", "distributions")
+    for got, want in zip(snapshot.trials, expected, strict=True):
+        for field in (*fields, "_trial_id"):
+            assert getattr(got, field) == getattr(want, field), (want.number, field)
+        # NaN-aware comparisons of the numbers
+        assert repr(got.values) == repr(want.values), want.number
+        assert repr(got.intermediate_values) == repr(want.intermediate_values), want.number
+        assert repr(got.user_attrs) == repr(want.user_attrs), want.number
+
+
 def test_gzip_when_accepted_with_its_own_etag(
     client: TestClient, store: JobStore, job_id: str
 ) -> None:

@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from service.api._deps import DashboardUser, QueryToken, SettingsDep, StoreDep
+from service.api._trials_sql import read_study_snapshot
 from service.artifacts import best_dir
-from service.errors import StoreError
 from service.store import Job, JobStore
 
 router = APIRouter(tags=["dashboards"])
@@ -30,16 +30,18 @@ def _token_suffix(token: str | None) -> str:
 
 
 def _load_study(store: JobStore, job: Job) -> Any:
-    import optuna
+    """The job's study as a ``StudySnapshot`` read with plain SQL; before the search has
+    created it, an empty one, so the page still shows the job's state."""
+    from optuna.study import StudyDirection
 
-    try:
-        return optuna.load_study(study_name=job.study_name, storage=store.optuna_storage())
-    except KeyError:
-        # No trial yet: draw an empty study so the page still shows the job's state.
+    from service.dashboard import StudySnapshot
+
+    snapshot = read_study_snapshot(store, job.study_name)
+    if snapshot is None:
         mode = (job.spec.get("objective") or {}).get("mode", "max")
-        return optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    except Exception as exc:
-        raise StoreError("reading the job's Optuna study", exc) from exc
+        direction = StudyDirection.MAXIMIZE if mode == "max" else StudyDirection.MINIMIZE
+        return StudySnapshot(directions=[direction], trials=[])
+    return snapshot
 
 
 def _certificate(settings_artifacts: Any, job: Job) -> dict[str, Any] | None:
