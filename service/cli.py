@@ -15,6 +15,7 @@ Heavy modules (torch, ray, uvicorn) are imported by the commands that need them 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -433,6 +434,9 @@ def cmd_controller(args: argparse.Namespace) -> int:
     store = _open_store(args)
     controller = Controller(store, settings)
     _stop_on_signals(controller.stop)
+    # `relaxtune serve` sends SIGUSR1 when its API accepts a job: claim it without waiting
+    # for the next poll
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: controller.wake())
     if args.parent_pid:
         _stop_with_parent(args.parent_pid, controller.stop)
     if args.once:
@@ -454,6 +458,17 @@ def _controller_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _waker(controller: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """Wake the embedded controller up (SIGUSR1) when a job is submitted."""
+
+    def wake() -> None:
+        if controller.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(controller.pid, signal.SIGUSR1)
+
+    return wake
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API (and, by default, a controller process on the same database)."""
     import uvicorn
@@ -465,12 +480,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _open_store(args)
     controller: subprocess.Popen[bytes] | None = None
     if not args.no_controller:
-        # A separate process: the controller imports Ray, the API process must not.
-        controller = subprocess.Popen(_controller_command(args))
+        # A separate process: the controller imports Ray, the API process must not. It starts
+        # with SIGUSR1 ignored (kept across exec) until it installs its wake-up handler, so an
+        # early wake-up cannot kill it.
+        controller = subprocess.Popen(
+            _controller_command(args),
+            preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN),
+        )
         logger.info("controller process %d started", controller.pid)
     try:
         uvicorn.run(
-            create_app(settings, store),
+            create_app(settings, store, on_job_created=_waker(controller) if controller else None),
             host=args.host,
             port=args.port,
             log_level=args.log_level.lower(),

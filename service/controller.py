@@ -119,6 +119,7 @@ class Controller:
         self._runner = runner
         self.requeue_on_stop = requeue_on_stop
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by wake() and stop(): end the idle wait now
         self._last_stale_sweep = 0.0
         self._db_requeues: Counter[str] = Counter()
 
@@ -128,6 +129,12 @@ class Controller:
         """Ask the controller to stop: the running search is interrupted and its job requeued
         (not cancelled), and no further job is claimed. Safe to call from a signal handler."""
         self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the queue now instead of at the end of the idle wait (a job was just
+        submitted). Safe to call from a signal handler; a no-op while a job runs."""
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -143,7 +150,8 @@ class Controller:
         return ids
 
     def run_forever(self, poll_s: float = 1.0) -> None:
-        """Recover, then claim and run jobs until :meth:`stop` is called."""
+        """Recover, then claim and run jobs until :meth:`stop` is called. While the queue is
+        empty, look again every ``poll_s`` seconds, or at once after :meth:`wake`."""
         logger.info("controller %s started on %r", self.worker_id, self.store)
         self.recover()
         while not self.stopping:
@@ -159,7 +167,8 @@ class Controller:
                     except RelaxtuneError as exc:
                         logger.error("requeueing stale jobs: %s", exc)
                     self._last_stale_sweep = time.monotonic()
-                self._stopping.wait(poll_s)
+                self._wake.wait(poll_s)
+                self._wake.clear()
         logger.info("controller %s stopped", self.worker_id)
 
     def drain(self) -> list[Job]:

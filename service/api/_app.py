@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -47,8 +47,14 @@ def _warm_up_dashboards(done: threading.Event) -> None:
         done.set()
 
 
-def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
-    """Build the API on ``store`` (default: a store on ``settings.db``).
+def create_app(
+    settings: Settings,
+    store: JobStore | None = None,
+    *,
+    on_job_created: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Build the API on ``store`` (default: a store on ``settings.db``). ``on_job_created``
+    is called after each accepted job (``relaxtune serve`` wakes its controller up with it).
 
     No import-time globals: tests build an app on a throwaway database. The app does not create
     tables; run ``relaxtune db upgrade`` (``relaxtune serve`` does) first.
@@ -82,6 +88,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = job_store
     app.state.trials_cache = TrialsCache()
+    app.state.on_job_created = on_job_created
     app.state.dashboards_warm = threading.Event()  # set by the warm-up thread (/healthz)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -102,6 +102,18 @@ def test_blocking_work_is_capped_at_api_threads(settings: Settings, store: JobSt
             assert c.get("/healthz").status_code == 200
 
 
+def test_an_accepted_job_calls_on_job_created(
+    settings: Settings, store: JobStore, tokens: dict[str, dict[str, str]]
+) -> None:
+    calls: list[int] = []
+    app = create_app(settings, store, on_job_created=lambda: calls.append(1))
+    with TestClient(app) as c:
+        assert submit(c, tokens["alice"], "name: [unclosed").status_code == 422
+        assert calls == []  # refused: nobody to wake
+        assert submit(c, tokens["alice"]).status_code == 201
+        assert calls == [1]
+
+
 def test_healthz_reports_the_dashboard_warm_up_finishing(client: TestClient) -> None:
     deadline = time.monotonic() + 60
     while client.get("/healthz").json()["dashboards"] != "warm":

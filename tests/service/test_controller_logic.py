@@ -85,6 +85,26 @@ def test_controller_logic_runs_a_job_to_success(store: JobStore, settings: Setti
     assert controller.run_once() is None  # queue empty
 
 
+def test_controller_logic_wake_claims_a_new_job_without_waiting_for_the_poll(
+    store: JobStore, settings: Settings
+) -> None:
+    controller = Controller(store, settings, runner=FakeRunner(succeed), worker_id="w1")
+    loop = threading.Thread(target=controller.run_forever, kwargs={"poll_s": 60.0}, daemon=True)
+    loop.start()
+    try:
+        time.sleep(0.5)  # the loop found the queue empty and waits for up to 60 s
+        job = store.create_job("alice", SPEC, "tiny")
+        controller.wake()
+        deadline = time.monotonic() + 10
+        while store.get_job(job.id).status != "succeeded":
+            assert time.monotonic() < deadline, "the woken controller did not run the job"
+            time.sleep(0.05)
+    finally:
+        controller.stop()
+        loop.join(10)
+    assert not loop.is_alive()
+
+
 def test_controller_logic_records_failures(store: JobStore, settings: Settings) -> None:
     def explode(_: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("CUDA out of memory")

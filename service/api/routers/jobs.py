@@ -119,6 +119,9 @@ async def create_job(
         spec.name,
         max_active=settings.max_concurrent_jobs,
     )
+    on_job_created = getattr(request.app.state, "on_job_created", None)
+    if on_job_created is not None:  # e.g. wake the embedded controller up
+        on_job_created()
     return JobPublic.from_job(job)
 
 
