@@ -415,6 +415,28 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _wake_on_sigusr1(wake: Callable[[], None]) -> None:
+    """Call ``wake`` whenever the process gets SIGUSR1 (``relaxtune serve`` sends it when its
+    API accepts a job, so the controller claims it without waiting for the next poll).
+
+    A Python signal handler alone is not enough: the kernel delivers a process signal to any
+    thread that does not block it, and once Ray has started its threads the main thread's
+    timed wait is usually not the one interrupted, so the handler would only run at the end
+    of the wait. Instead SIGUSR1 is blocked here, before any other thread exists (threads
+    inherit the mask), and one thread takes it with ``sigwait``. The handler stays installed
+    so that the signal is never fatal.
+    """
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: wake())
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+    def listen() -> None:
+        while True:
+            signal.sigwait({signal.SIGUSR1})
+            wake()
+
+    threading.Thread(target=listen, name="wake-on-sigusr1", daemon=True).start()
+
+
 def _stop_with_parent(parent_pid: int, stop: Callable[[], None]) -> None:
     # An embedded controller must not outlive `relaxtune serve` if that dies without cleanup.
     def watch() -> None:
@@ -433,10 +455,8 @@ def cmd_controller(args: argparse.Namespace) -> int:
     settings = _settings(args, worker_id=args.worker_id)
     store = _open_store(args)
     controller = Controller(store, settings)
+    _wake_on_sigusr1(controller.wake)  # first: before any other thread exists
     _stop_on_signals(controller.stop)
-    # `relaxtune serve` sends SIGUSR1 when its API accepts a job: claim it without waiting
-    # for the next poll
-    signal.signal(signal.SIGUSR1, lambda _signum, _frame: controller.wake())
     if args.parent_pid:
         _stop_with_parent(args.parent_pid, controller.stop)
     if args.once:
