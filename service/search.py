@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -376,11 +377,19 @@ def run_search(
     trials_dir.mkdir(parents=True, exist_ok=True)
     storage = optuna_storage(db_url)
     mode = spec.objective.mode
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.seed,
-        constant_liar=True,
-        n_startup_trials=min(10, max(2, spec.budget.trials // 3)),
-    )
+    with warnings.catch_warnings():
+        # `group` is flagged experimental by Optuna; its interface is what we rely on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.seed,
+            constant_liar=True,
+            n_startup_trials=min(10, max(2, spec.budget.trials // 3)),
+            # the relax spaces are conditional (a schedule family's timing parameters exist
+            # only when it is drawn): multivariate TPE over the group-decomposed space models
+            # the parameters that occur together jointly, instead of one by one
+            multivariate=True,
+            group=True,
+        )
     study = optuna.create_study(
         storage=storage,
         study_name=study_name(job_id),
