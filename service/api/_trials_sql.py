@@ -264,16 +264,17 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an ``Accept-Encoding`` header admits gzip (``gzip;q=0`` refuses it)."""
+    """Whether an ``Accept-Encoding`` header admits gzip: named with q > 0, or not named and
+    ``*`` with q > 0 (``gzip;q=0`` refuses it; a malformed q counts as 0)."""
+    weights: dict[str, float] = {}
     for item in (accept_encoding or "").split(","):
         coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
-            try:
-                return float(q) > 0
-            except ValueError:
-                return False
-    return False
+        q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+        try:
+            weights[coding.strip().lower()] = float(q)
+        except ValueError:
+            weights[coding.strip().lower()] = 0.0
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def read_study_snapshot(store: JobStore, study: str) -> Any:

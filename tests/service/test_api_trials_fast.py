@@ -287,6 +287,28 @@ def test_study_snapshot_equals_optunas_trials(store: JobStore, job_id: str) -> N
         assert repr(got.user_attrs) == repr(want.user_attrs), want.number
 
 
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate;q=1, gzip;q=0.5", True),
+        ("*", True),
+        ("*;q=0, gzip", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),
+        ("identity", False),
+        ("gzip;q=abc", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_accepts_gzip(header: str | None, expected: bool) -> None:
+    from service.api._trials_sql import accepts_gzip
+
+    assert accepts_gzip(header) is expected
+
+
 def test_gzip_when_accepted_with_its_own_etag(
     client: TestClient, store: JobStore, job_id: str
 ) -> None:
