@@ -24,6 +24,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache, lru_cache
 from typing import Any
@@ -36,7 +37,7 @@ from service.api._schemas import TrialsPublic, finite
 from service.errors import StoreError
 from service.store import JobStore
 
-__all__ = ["TrialsCache", "accepts_gzip", "etag_matches", "read_study_snapshot", "read_trials"]
+__all__ = ["TrialsCache", "accepts_gzip", "etag_matches", "read_study_snapshot"]
 
 _HISTORY_KEY = "history"
 
@@ -148,79 +149,83 @@ def _fingerprint(conn: Connection, study_id: int) -> str:
     return digest.hexdigest()
 
 
-def _trial_dicts(conn: Connection, study_id: int, with_history: bool) -> list[dict[str, Any]]:
-    """The study's trials as ``TrialPublic`` fields, in trial-number order."""
+@dataclass
+class _StudyRows:
+    """Everything the trials endpoint and the dashboard read of one study, per trial id."""
+
+    trials: list[tuple[int, int, Any, datetime | None, datetime | None]]  # id, number, state,
+    # start, complete (local time, as Optuna hands them out), in trial-number order
+    values: dict[int, dict[int, float]]  # objective -> value
+    params: dict[int, dict[str, Any]]  # external representation (categorical choices)
+    distributions: dict[int, dict[str, Any]]
+    attrs: dict[int, dict[str, Any]]
+    steps: dict[int, dict[int, float]]  # intermediate values
+
+
+def _read_study_rows(conn: Connection, study_id: int, with_history: bool) -> _StudyRows:
+    """One Core ``SELECT`` per Optuna table, each limited to the study's trials."""
     o = _optuna()
     t = o.trials
 
-    def of_study(table: sa.Table) -> Any:
-        return table.join(t, table.c.trial_id == t.c.trial_id)
+    def rows(table: sa.Table, *columns: Any, order_by: Any = None) -> Any:
+        query = (
+            sa.select(*columns)
+            .select_from(table.join(t, table.c.trial_id == t.c.trial_id))
+            .where(t.c.study_id == study_id)
+        )
+        if table is o.attrs and not with_history:
+            query = query.where(o.attrs.c.key != _HISTORY_KEY)
+        return conn.execute(query if order_by is None else query.order_by(order_by))
 
-    trials = conn.execute(
+    out = _StudyRows([], {}, {}, {}, {}, {})
+    for trial_id, number, state, start, complete in conn.execute(
         sa.select(t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete)
         .where(t.c.study_id == study_id)
         .order_by(t.c.number, t.c.trial_id)
-    ).all()
-
-    values: dict[int, list[tuple[int, float]]] = {}
-    for trial_id, objective, value, value_type in conn.execute(
-        sa.select(
-            o.values.c.trial_id, o.values.c.objective, o.values.c.value, o.values.c.value_type
-        )
-        .select_from(of_study(o.values))
-        .where(t.c.study_id == study_id)
     ):
-        values.setdefault(trial_id, []).append((objective, o.value_from_stored(value, value_type)))
-
-    params: dict[int, dict[str, Any]] = {}
-    for trial_id, name, internal, dist_json in conn.execute(
-        sa.select(
-            o.params.c.trial_id,
-            o.params.c.param_name,
-            o.params.c.param_value,
-            o.params.c.distribution_json,
-        )
-        .select_from(of_study(o.params))
-        .where(t.c.study_id == study_id)
-        .order_by(o.params.c.param_id)
+        start, complete = _local(start, o.utc_columns), _local(complete, o.utc_columns)
+        out.trials.append((trial_id, number, state, start, complete))
+    v = o.values.c
+    for trial_id, objective, value, kind in rows(
+        o.values, v.trial_id, v.objective, v.value, v.value_type
     ):
+        out.values.setdefault(trial_id, {})[objective] = o.value_from_stored(value, kind)
+    p = o.params.c
+    for trial_id, name, internal, dist_json in rows(
+        o.params, p.trial_id, p.param_name, p.param_value, p.distribution_json, order_by=p.param_id
+    ):
+        distribution = _distribution(dist_json)
+        out.distributions.setdefault(trial_id, {})[name] = distribution
         # categorical values are stored as the index of the choice
-        params.setdefault(trial_id, {})[name] = _distribution(dist_json).to_external_repr(internal)
+        out.params.setdefault(trial_id, {})[name] = distribution.to_external_repr(internal)
+    a = o.attrs.c
+    for trial_id, key, value_json in rows(
+        o.attrs, a.trial_id, a.key, a.value_json, order_by=a.trial_user_attribute_id
+    ):
+        out.attrs.setdefault(trial_id, {})[key] = json.loads(value_json)
+    i = o.steps.c
+    for trial_id, step, value, kind in rows(
+        o.steps, i.trial_id, i.step, i.intermediate_value, i.intermediate_value_type
+    ):
+        out.steps.setdefault(trial_id, {})[step] = o.step_from_stored(value, kind)
+    return out
 
-    attr_query = (
-        sa.select(o.attrs.c.trial_id, o.attrs.c.key, o.attrs.c.value_json)
-        .select_from(of_study(o.attrs))
-        .where(t.c.study_id == study_id)
-        .order_by(o.attrs.c.trial_user_attribute_id)
-    )
-    if not with_history:
-        attr_query = attr_query.where(o.attrs.c.key != _HISTORY_KEY)
-    attrs: dict[int, dict[str, Any]] = {}
-    for trial_id, key, value_json in conn.execute(attr_query):
-        attrs.setdefault(trial_id, {})[key] = json.loads(value_json)
 
-    last_step = dict(
-        conn.execute(
-            sa.select(o.steps.c.trial_id, sa.func.max(o.steps.c.step))
-            .select_from(of_study(o.steps))
-            .where(t.c.study_id == study_id)
-            .group_by(o.steps.c.trial_id)
-        ).all()
-    )
-
+def _trial_dicts(conn: Connection, study_id: int, with_history: bool) -> list[dict[str, Any]]:
+    """The study's trials as ``TrialPublic`` fields, in trial-number order."""
+    rows = _read_study_rows(conn, study_id, with_history)
     out = []
-    for trial_id, number, state, start, complete in trials:
-        start = _local(start, o.utc_columns)
-        complete = _local(complete, o.utc_columns)
-        trial_values = values.get(trial_id, [])
+    for trial_id, number, state, start, complete in rows.trials:
+        values = list(rows.values.get(trial_id, {}).values())
+        steps = rows.steps.get(trial_id)
         out.append(
             {
                 "number": number,
                 "state": state.name,
-                "value": finite(trial_values[0][1]) if len(trial_values) == 1 else None,
-                "params": finite(params.get(trial_id, {})),
-                "user_attrs": finite(attrs.get(trial_id, {})),
-                "last_step": last_step.get(trial_id),
+                "value": finite(values[0]) if len(values) == 1 else None,
+                "params": finite(rows.params.get(trial_id, {})),
+                "user_attrs": finite(rows.attrs.get(trial_id, {})),
+                "last_step": max(steps) if steps else None,
                 "datetime_start": start,
                 "datetime_complete": complete,
                 "duration_s": (complete - start).total_seconds()
@@ -288,98 +293,41 @@ def read_study_snapshot(store: JobStore, study: str) -> Any:
     from service.dashboard import StudySnapshot
 
     o = _optuna()
-    t = o.trials
+    d = o.directions.c
     try:
         with store.engine.connect() as conn:
             study_id = _study_id(conn, study)
             if study_id is None:
                 return None
-
-            def rows(table: sa.Table, *columns: Any) -> Any:
-                return conn.execute(
-                    sa.select(*columns)
-                    .select_from(table.join(t, table.c.trial_id == t.c.trial_id))
-                    .where(t.c.study_id == study_id)
-                )
-
             directions = [
                 StudyDirection(direction.value if hasattr(direction, "value") else direction)
                 for (direction,) in conn.execute(
-                    sa.select(o.directions.c.direction)
-                    .where(o.directions.c.study_id == study_id)
-                    .order_by(o.directions.c.objective)
+                    sa.select(d.direction).where(d.study_id == study_id).order_by(d.objective)
                 )
             ]
-            trials = conn.execute(
-                sa.select(
-                    t.c.trial_id, t.c.number, t.c.state, t.c.datetime_start, t.c.datetime_complete
-                )
-                .where(t.c.study_id == study_id)
-                .order_by(t.c.number, t.c.trial_id)
-            ).all()
-            values: dict[int, dict[int, float]] = {}
-            for trial_id, objective, value, kind in rows(
-                o.values,
-                o.values.c.trial_id,
-                o.values.c.objective,
-                o.values.c.value,
-                o.values.c.value_type,
-            ):
-                values.setdefault(trial_id, {})[objective] = o.value_from_stored(value, kind)
-            params: dict[int, dict[str, Any]] = {}
-            distributions: dict[int, dict[str, Any]] = {}
-            for trial_id, name, internal, dist_json in rows(
-                o.params,
-                o.params.c.trial_id,
-                o.params.c.param_name,
-                o.params.c.param_value,
-                o.params.c.distribution_json,
-            ):
-                distribution = _distribution(dist_json)
-                distributions.setdefault(trial_id, {})[name] = distribution
-                params.setdefault(trial_id, {})[name] = distribution.to_external_repr(internal)
-            attrs: dict[int, dict[str, Any]] = {}
-            for trial_id, key, value_json in rows(
-                o.attrs, o.attrs.c.trial_id, o.attrs.c.key, o.attrs.c.value_json
-            ):
-                attrs.setdefault(trial_id, {})[key] = json.loads(value_json)
-            steps: dict[int, dict[int, float]] = {}
-            for trial_id, step, value, kind in rows(
-                o.steps,
-                o.steps.c.trial_id,
-                o.steps.c.step,
-                o.steps.c.intermediate_value,
-                o.steps.c.intermediate_value_type,
-            ):
-                steps.setdefault(trial_id, {})[step] = o.step_from_stored(value, kind)
+            rows = _read_study_rows(conn, study_id, with_history=True)
     except SQLAlchemyError as exc:
         raise StoreError("reading the job's Optuna study", exc) from exc
-
     frozen = []
-    for trial_id, number, state, start, complete in trials:
-        by_objective = values.get(trial_id, {})
+    for trial_id, number, state, start, complete in rows.trials:
+        by_objective = rows.values.get(trial_id, {})
         frozen.append(
             FrozenTrial(
                 number=number,
                 state=state,
                 value=None,
                 values=[by_objective[k] for k in sorted(by_objective)] or None,
-                datetime_start=_local(start, o.utc_columns),
-                datetime_complete=_local(complete, o.utc_columns),
-                params=params.get(trial_id, {}),
-                distributions=distributions.get(trial_id, {}),
-                user_attrs=attrs.get(trial_id, {}),
+                datetime_start=start,
+                datetime_complete=complete,
+                params=rows.params.get(trial_id, {}),
+                distributions=rows.distributions.get(trial_id, {}),
+                user_attrs=rows.attrs.get(trial_id, {}),
                 system_attrs={},
-                intermediate_values=steps.get(trial_id, {}),
+                intermediate_values=rows.steps.get(trial_id, {}),
                 trial_id=trial_id,
             )
         )
     return StudySnapshot(directions=directions, trials=frozen)
-
-
-def read_trials(store: JobStore, job_id: str, study: str, with_history: bool) -> tuple[bytes, str]:
-    """The trials body and its ETag, read without a cache."""
-    return TrialsCache(0).get(store, job_id, study, with_history)
 
 
 class TrialsCache:
