@@ -97,18 +97,11 @@ def plain_tune_relax_trial(
     from ray import tune
 
     from search_spaces import parse_spec
+    from service.search import trial_base
     from workers.trainable import TRIAL_NUMBER, relax_trial
 
     spec = parse_spec(job_spec("plain-relax-trial", trials, epochs, seconds, concurrency))
-    base = {
-        "task": spec.task,
-        "model": dict(spec.model),
-        "data": dict(spec.data),
-        "epochs": epochs,
-        "seed": spec.seed,
-        "trials_dir": str(storage / f"trials-{concurrency}-{time.time_ns()}"),
-        "device": "cpu",
-    }
+    base = trial_base(spec, storage / f"trials-{concurrency}-{time.time_ns()}")
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(relax_trial, base=base), {"cpu": 1}),
         param_space={

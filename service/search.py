@@ -343,6 +343,20 @@ def _ray_init(ray_address: str | None, num_cpus: int | None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
+def trial_base(spec: Any, trials_dir: Path) -> dict[str, Any]:
+    """What every trial of ``spec`` shares: the ``base`` argument of
+    ``workers.trainable.relax_trial`` (task, model, data, epochs, seed, device, trial folders)."""
+    return {
+        "task": spec.task,
+        "model": dict(spec.model),
+        "data": dict(spec.data),
+        "epochs": spec.budget.epochs,
+        "seed": spec.seed,
+        "trials_dir": str(trials_dir),
+        "device": "cuda" if spec.resources.gpu > 0 else "cpu",
+    }
+
+
 def run_search(
     spec: JobSpec,
     job_id: str,
@@ -438,17 +452,8 @@ def run_search(
             )
         else:
             scheduler = None
-        base = {
-            "task": spec.task,
-            "model": dict(spec.model),
-            "data": dict(spec.data),
-            "epochs": spec.budget.epochs,
-            "seed": spec.seed,
-            "trials_dir": str(trials_dir),
-            "device": "cuda" if spec.resources.gpu > 0 else "cpu",
-        }
         trainable = tune.with_resources(
-            tune.with_parameters(relax_trial, base=base),
+            tune.with_parameters(relax_trial, base=trial_base(spec, trials_dir)),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         )
         # one experiment per driver run; the job id keeps jobs apart on a shared storage path
