@@ -119,9 +119,8 @@ async def create_job(
         spec.name,
         max_active=settings.max_concurrent_jobs,
     )
-    on_job_created = getattr(request.app.state, "on_job_created", None)
-    if on_job_created is not None:  # e.g. wake the embedded controller up
-        on_job_created()
+    if request.app.state.on_job_created is not None:  # e.g. wake the embedded controller up
+        request.app.state.on_job_created()
     return JobPublic.from_job(job)
 
 
