@@ -16,7 +16,9 @@ from search_spaces._defaults import (
     check_hparams,
     default_hparams,
     hparam_keys,
+    is_relaxing,
     parse_set_overrides,
+    relaxation_off,
 )
 from search_spaces._document import MAX_DEPTH, MAX_DOCUMENT_BYTES, load_document
 from search_spaces._errors import SpecError
@@ -68,11 +70,13 @@ __all__ = [
     "example_path",
     "gpu_available",
     "hparam_keys",
+    "is_relaxing",
     "list_examples",
     "list_presets",
     "load_document",
     "load_preset",
     "parse_set_overrides",
+    "relaxation_off",
     "parse_spec",
     "registered_tasks",
 ]

@@ -212,6 +212,23 @@ def check_hparams(values: Mapping[str, Any], field: str = "hparams") -> dict[str
     return result
 
 
+def is_relaxing(hparams: Mapping[str, Any]) -> bool:
+    """Whether a trial with these hyperparameters trains with a free term at all."""
+    return hparams.get("relax.schedule", _DEFAULTS["relax.schedule"]) != "none"
+
+
+def relaxation_off(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The same trial with the relaxation switched off: θ = 0 throughout (schedule
+    ``none``), every other hyperparameter (the optimiser above all) unchanged.
+
+    This is the paired "baseline arm" of a configuration: the two-stage search enqueues it
+    and the gain report retrains it next to the configuration as found.
+    """
+    result = dict(hparams)
+    result["relax.schedule"] = "none"
+    return result
+
+
 def parse_set_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Parse ``--set key=value`` strings into a dict of coerced hyperparameter values.
 
