@@ -32,6 +32,15 @@ from search_spaces._params import (
     SearchSpace,
 )
 from search_spaces._presets import list_presets, load_preset
+from search_spaces._strategy import (
+    STAGE_ATTR,
+    STRATEGIES,
+    Strategy,
+    space_for_stage,
+    stage1_space,
+    stage_trials,
+    startup_trials,
+)
 from search_spaces._spec import (
     TASK_ENTRY_POINT_GROUP,
     AshaOptions,
@@ -52,6 +61,8 @@ __all__ = [
     "PROJECTIONS",
     "SCHEDULE_FAMILIES",
     "SCHEDULE_PARAMS",
+    "STAGE_ATTR",
+    "STRATEGIES",
     "TASK_ENTRY_POINT_GROUP",
     "AshaOptions",
     "Budget",
@@ -65,6 +76,7 @@ __all__ = [
     "Resources",
     "SearchSpace",
     "SpecError",
+    "Strategy",
     "check_hparams",
     "default_hparams",
     "example_path",
@@ -79,4 +91,8 @@ __all__ = [
     "relaxation_off",
     "parse_spec",
     "registered_tasks",
+    "space_for_stage",
+    "stage1_space",
+    "stage_trials",
+    "startup_trials",
 ]

@@ -12,6 +12,7 @@
     seed: 0
     retries: 0                     # per-trial retry budget
     timeout_s: 3600                # optional wall-clock limit of the whole search
+    strategy: two_stage            # joint | two_stage | {name: two_stage, stage1_fraction: 0.5}
 
 Read specs with :func:`parse_spec`: it accepts YAML/JSON text or a mapping and raises only
 :class:`SpecError`. ``JobSpec.model_validate`` works too but raises pydantic's errors.
@@ -42,6 +43,7 @@ from search_spaces._document import check_tree, load_document
 from search_spaces._errors import SpecError
 from search_spaces._params import SearchSpace
 from search_spaces._presets import list_presets, load_preset
+from search_spaces._strategy import Strategy, default_strategy, two_stage_problem
 
 #: Entry point group through which tasks (built-in and plugins) register.
 TASK_ENTRY_POINT_GROUP = "relaxtune.tasks"
@@ -131,8 +133,9 @@ class JobSpec(BaseModel):
     Guarantees: the task is registered; the search space resolves (:meth:`resolved_space`)
     to a valid :class:`SearchSpace`; ``max_concurrent <= trials``; ``asha`` is set exactly
     when ``scheduler`` is ``asha`` (defaults filled in) and its grace period fits in the
-    epochs; ``model``/``data`` hold only JSON values; ``to_dict()`` round-trips through
-    :func:`parse_spec`.
+    epochs; ``model``/``data`` hold only JSON values; ``strategy`` is set (its default
+    depends on the space) and ``two_stage`` only where it can run; ``to_dict()``
+    round-trips through :func:`parse_spec`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +153,8 @@ class JobSpec(BaseModel):
     seed: StrictInt = Field(default=0, ge=0, lt=2**32)
     retries: StrictInt = Field(default=0, ge=0, le=100)
     timeout_s: Number | None = Field(default=None, gt=0)
+    #: filled in from the space when not given (``search_spaces._strategy.default_strategy``)
+    strategy: Strategy | None = None
 
     _space: SearchSpace = PrivateAttr()
 
@@ -212,7 +217,18 @@ class JobSpec(BaseModel):
         elif self.asha is not None:
             raise SpecError("asha", "asha options are given but scheduler is 'none'")
         self._space = _resolve_search_space(self.search_space)
+        self._check_strategy()
         return self
+
+    def _check_strategy(self) -> None:
+        trials = self.budget.trials
+        if self.strategy is None:
+            # frozen model: fill the default in place, so the canonical form shows what runs
+            object.__setattr__(self, "strategy", default_strategy(self._space, trials))
+        elif self.strategy.name == "two_stage":
+            problem = two_stage_problem(self._space, trials)
+            if problem is not None:
+                raise SpecError("strategy", f"two_stage {problem}; use strategy: joint")
 
     def resolved_space(self) -> SearchSpace:
         """The search space: the preset with its overrides merged, or the explicit space."""
@@ -305,6 +321,7 @@ _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
     ("objective",): Objective,
     ("resources",): Resources,
     ("asha",): AshaOptions,
+    ("strategy",): Strategy,
 }
 
 
