@@ -32,15 +32,6 @@ from search_spaces._params import (
     SearchSpace,
 )
 from search_spaces._presets import list_presets, load_preset
-from search_spaces._strategy import (
-    STAGE_ATTR,
-    STRATEGIES,
-    Strategy,
-    space_for_stage,
-    stage1_space,
-    stage_trials,
-    startup_trials,
-)
 from search_spaces._spec import (
     TASK_ENTRY_POINT_GROUP,
     AshaOptions,
@@ -51,6 +42,15 @@ from search_spaces._spec import (
     gpu_available,
     parse_spec,
     registered_tasks,
+)
+from search_spaces._strategy import (
+    STAGE_ATTR,
+    STRATEGIES,
+    Strategy,
+    space_for_stage,
+    stage1_space,
+    stage_trials,
+    startup_trials,
 )
 
 __all__ = [

@@ -12,6 +12,9 @@ dead driver left RUNNING are marked FAIL and their parameters re-queued (with th
 their last epoch state, so they continue where they stopped); the new Tune run only
 launches the trials still missing from the budget.
 
+A ``two_stage`` job runs one Tune run per stage, each planned from the study by
+``service.strategy.next_stage`` (a ``joint`` job is a single stage).
+
 This module imports Ray and torch: only the controller and ``relaxtune run`` load it.
 """
 
@@ -25,7 +28,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces import JobSpec, SpecError
+from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
+from service.strategy import REQUEUED, Stage, next_stage, stage_summary, uses_budget
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +117,13 @@ def _make_searcher_class():
         finished trial gets its final metrics as user attributes.
         """
 
-        def __init__(self, *args, epochs: int, trials_dir: str, **kwargs) -> None:
+        def __init__(
+            self, *args, epochs: int, trials_dir: str, trial_attrs: dict | None = None, **kwargs
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.epochs = epochs
             self.trials_dir = trials_dir
+            self.trial_attrs = dict(trial_attrs or {})  # e.g. the stage of a two-stage job
             self.cancelled = False
             self._history: dict[str, list[dict[str, Any]]] = {}
             self._last: dict[str, dict[str, Any]] = {}
@@ -128,6 +134,8 @@ def _make_searcher_class():
                 return None
             ot_trial = self._ot_trials[trial_id]
             ot_trial.set_user_attr("ray_trial_id", trial_id)
+            for key, value in self.trial_attrs.items():
+                ot_trial.set_user_attr(key, value)
             # where the trial keeps its last epoch state (the exported best goes to <job>/best)
             ot_trial.set_user_attr(
                 "checkpoint", str(Path(self.trials_dir) / f"{ot_trial.number:05d}")
@@ -223,11 +231,11 @@ def reconcile_study(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if trial.state == TrialState.WAITING:
             continue
-        study._storage.set_trial_user_attr(
-            trial._trial_id, "stop_reason", "driver stopped; re-queued"
-        )
+        study._storage.set_trial_user_attr(trial._trial_id, "stop_reason", REQUEUED)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         attrs = {"requeued_from": trial.number}
+        if STAGE_ATTR in trial.user_attrs:  # a two-stage trial stays in its stage
+            attrs[STAGE_ATTR] = trial.user_attrs[STAGE_ATTR]
         trial_dir = trial.user_attrs.get("checkpoint")
         if trial_dir is None:
             # the driver may have died before the trial finished: its state folder is by number
@@ -258,16 +266,7 @@ def _saved_history(trial_dir: Path) -> list[dict[str, Any]]:
 
 def finished_count(study: optuna.Study) -> int:
     """Trials that used up budget: COMPLETE, PRUNED, and FAIL that were not re-queued."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif (
-            t.state == TrialState.FAIL
-            and t.user_attrs.get("stop_reason") != "driver stopped; re-queued"
-        ):
-            n += 1
-    return n
+    return sum(uses_budget(t) for t in study.get_trials(deepcopy=False))
 
 
 def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
@@ -284,7 +283,7 @@ def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
         elif t.state == TrialState.PRUNED:
             counts["pruned"] += 1
         elif t.state == TrialState.FAIL:
-            if t.user_attrs.get("stop_reason") != "driver stopped; re-queued":
+            if t.user_attrs.get("stop_reason") != REQUEUED:
                 counts["failed"] += 1
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
@@ -376,12 +375,6 @@ def run_search(
     Raises ``SpecError`` for a spec the task cannot honour and ``RuntimeError`` when no
     trial completed.
     """
-    import ray
-    from ray import tune
-
-    from service._scheduler import RelaxationAwareASHA
-    from workers.trainable import relax_trial
-
     check_objective(spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -391,23 +384,11 @@ def run_search(
     trials_dir.mkdir(parents=True, exist_ok=True)
     storage = optuna_storage(db_url)
     mode = spec.objective.mode
-    with warnings.catch_warnings():
-        # `group` is flagged experimental by Optuna; its interface is what we rely on
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(
-            seed=spec.seed,
-            constant_liar=True,
-            n_startup_trials=min(10, max(2, spec.budget.trials // 3)),
-            # the relax spaces are conditional (a schedule family's timing parameters exist
-            # only when it is drawn): multivariate TPE over the group-decomposed space models
-            # the parameters that occur together jointly, instead of one by one
-            multivariate=True,
-            group=True,
-        )
+    # each stage samples with its own sampler (service.strategy); this handle reads and
+    # reconciles the study
     study = optuna.create_study(
         storage=storage,
         study_name=study_name(job_id),
-        sampler=sampler,
         load_if_exists=True,
         direction="maximize" if mode == "max" else "minimize",
     )
@@ -419,75 +400,32 @@ def run_search(
         log.warning(
             "job %s: %d trial(s) left running by a previous driver were re-queued", job_id, requeued
         )
-    remaining = spec.budget.trials - finished_count(study)
     total = spec.budget.trials
     bar = _ProgressBar(total, mode) if show_progress else None
     stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
     stop_event.clear()
-    searcher = None
     started = time.perf_counter()
-    if remaining > 0:
+    ran: list[int | None] = []
+    # one Tune run per stage; a stage whose run ended short (a trial the searcher could not
+    # record) waits for the next resume rather than being run twice here
+    while (stage := next_stage(spec, study)) is not None and stage.number not in ran:
+        if ran and should_stop is not None and should_stop():
+            stop_event.set()  # cancelled between two stages
+        if stop_event.is_set():
+            break
+        ran.append(stage.number)
         _ray_init(ray_address, num_cpus)
-        Searcher = _make_searcher_class()
-        space = spec.resolved_space()
-        searcher = Searcher(
-            space=space.suggest,
-            metric=OBJECTIVE,
-            mode=mode,
-            sampler=sampler,
-            storage=storage,
-            study_name=study_name(job_id),
-            seed=spec.seed,
-            epochs=spec.budget.epochs,
-            trials_dir=str(trials_dir),
-        )
-        if spec.scheduler == "asha":
-            asha = spec.asha
-            scheduler = RelaxationAwareASHA(
-                metric=OBJECTIVE,
-                mode=mode,
-                max_t=spec.budget.epochs,
-                grace_period=asha.grace_period if asha else 1,
-                reduction_factor=asha.reduction_factor if asha else 2.0,
-            )
-        else:
-            scheduler = None
-        trainable = tune.with_resources(
-            tune.with_parameters(relax_trial, base=trial_base(spec, trials_dir)),
-            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-        )
-        # one experiment per driver run; the job id keeps jobs apart on a shared storage path
-        run_name = f"run-{job_id}-{int(time.time())}" if storage_path else f"run-{int(time.time())}"
-        # Ray wants an absolute path or a URI (s3://, gs://, ...) for its storage
-        ray_storage = str(storage_path or (jdir / "ray"))
-        if "://" not in ray_storage:
-            ray_storage = str(Path(ray_storage).expanduser().resolve())
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=remaining,
-                max_concurrent_trials=min(spec.budget.max_concurrent, remaining),
-                # keep trial actors (and their torch/escnn imports) warm between trials
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=run_name,
-                storage_path=ray_storage,
-                stop=_CancelStopper(job_id),
-                verbose=0,
-                failure_config=tune.FailureConfig(max_failures=spec.retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        _run_stage(
+            spec,
+            job_id,
+            stage,
+            storage,
+            jdir,
+            storage_path,
+            lambda searcher: _Watcher(
+                study, total, mode, on_progress, should_stop, stop_event, searcher, bar
             ),
         )
-        watcher = _Watcher(study, total, mode, on_progress, should_stop, stop_event, searcher, bar)
-        watcher.start()
-        try:
-            tuner.fit()
-        finally:
-            watcher.finished.set()
-            watcher.join(timeout=5)
     final = progress_of(study, total, mode)
     if on_progress is not None:
         on_progress(final)
@@ -517,8 +455,88 @@ def run_search(
     }
     if show_progress:
         print_summary(result, study)
-    del ray
     return result
+
+
+def _run_stage(
+    spec: JobSpec,
+    job_id: str,
+    stage: Stage,
+    storage: optuna.storages.RDBStorage,
+    jdir: Path,
+    storage_path: str | None,
+    watcher_for: Callable[[Any], _Watcher],
+) -> None:
+    """One Tune run: ``stage.trials`` trials sampled by the stage's sampler and space,
+    watched (progress, cancellation) by ``watcher_for(searcher)``."""
+    from ray import tune
+
+    from service._scheduler import RelaxationAwareASHA
+    from workers.trainable import relax_trial
+
+    mode = spec.objective.mode
+    trials_dir = jdir / "trials"
+    searcher = _make_searcher_class()(
+        space=stage.suggest,
+        metric=OBJECTIVE,
+        mode=mode,
+        sampler=stage.sampler,
+        storage=storage,
+        study_name=study_name(job_id),
+        epochs=spec.budget.epochs,
+        trials_dir=str(trials_dir),
+        trial_attrs=stage.attrs,
+    )
+    if spec.scheduler == "asha":
+        # a fresh scheduler per stage: a trial is only compared with trials of its stage
+        asha = spec.asha
+        scheduler = RelaxationAwareASHA(
+            metric=OBJECTIVE,
+            mode=mode,
+            max_t=spec.budget.epochs,
+            grace_period=asha.grace_period if asha else 1,
+            reduction_factor=asha.reduction_factor if asha else 2.0,
+        )
+    else:
+        scheduler = None
+    trainable = tune.with_resources(
+        tune.with_parameters(relax_trial, base=trial_base(spec, trials_dir)),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    # one experiment per driver run and stage; the job id keeps jobs apart on a shared
+    # storage path
+    suffix = str(int(time.time())) + ("" if stage.number is None else f"-stage{stage.number}")
+    run_name = f"run-{job_id}-{suffix}" if storage_path else f"run-{suffix}"
+    # Ray wants an absolute path or a URI (s3://, gs://, ...) for its storage
+    ray_storage = str(storage_path or (jdir / "ray"))
+    if "://" not in ray_storage:
+        ray_storage = str(Path(ray_storage).expanduser().resolve())
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=stage.trials,
+            max_concurrent_trials=min(spec.budget.max_concurrent, stage.trials),
+            # keep trial actors (and their torch/escnn imports) warm between trials
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=run_name,
+            storage_path=ray_storage,
+            stop=_CancelStopper(job_id),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    watcher = watcher_for(searcher)
+    watcher.start()
+    try:
+        tuner.fit()
+    finally:
+        watcher.finished.set()
+        watcher.join(timeout=5)
 
 
 #: cancellation flags of the jobs this process drives (Tune pickles its stopper, so the
@@ -613,6 +631,7 @@ def export_best(
         "trial": trial.number,
         "params": hparams,
         "searched_params": dict(trial.params),
+        "stage": trial.user_attrs.get(STAGE_ATTR),
         "value": trial.value,
         "val_relaxed": trial.user_attrs.get("val_relaxed"),
         "metrics": {k: v for k, v in metrics.items() if k != "history"},
@@ -632,7 +651,7 @@ def _trial_hparams(job_spec: JobSpec, trial: optuna.trial.FrozenTrial) -> dict[s
     """The full flat hyperparameters a trial trained with (defaults + fixed + sampled)."""
     from search_spaces import FixedParam
 
-    space = job_spec.resolved_space()
+    space = space_for_stage(job_spec.resolved_space(), trial.user_attrs.get(STAGE_ATTR))
     values: dict[str, Any] = {}
     for key, param in space.params.items():
         if key in trial.params:
@@ -718,12 +737,20 @@ def print_summary(result: dict[str, Any], study: optuna.Study) -> None:
         f"job {result['job_id']}: {result['status']} in {result['seconds']:.0f}s — "
         f"{p['complete']} complete, {p['pruned']} pruned, {p['failed']} failed of {p['total']}"
     )
+    for stage in stage_summary(study):
+        best_value = "-" if stage["best_value"] is None else f"{stage['best_value']:.4f}"
+        console.print(
+            f"stage {stage['stage']} ({stage['searches']}): {stage['finished']} trials, "
+            f"best {best_value} (#{stage['best_trial']})"
+        )
     best = result.get("best")
     if not best:
         return
     table = Table(title=f"best trial #{best['trial']}")
     table.add_column("what")
     table.add_column("value")
+    if best.get("stage") is not None:
+        table.add_row("stage", str(best["stage"]))
     for key, value in sorted(best["searched_params"].items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     metric = best["metrics"].get("metric", "metric")
