@@ -14,8 +14,16 @@ driver that died in stage 2 resumes in stage 2 (stage 1's trials are kept, not r
 one that died in stage 1 finishes stage 1 first.
 
 Each stage has its own TPE sampler, with random start-up trials sized to what that stage
-searches (:func:`search_spaces.startup_trials`). TPE counts every finished trial of the
-study towards its start-up, so stage 2's count starts after stage 1's trials.
+searches (:func:`search_spaces.startup_trials`). TPE reads every finished trial of the
+study: stage 2's start-up count is therefore offset by stage 1's trials, and its split into
+good and bad trials ranks stage-2 trials together with stage 1's (which carry no relaxation
+parameters, so they add no observation). A relaxation thus counts as good once it comes
+near the tuned baseline; until one does, TPE's model of the good relaxations is its prior
+and it explores.
+
+Stage 2 does not retrain the θ = 0 configuration of stage 1's best: that is stage 1's best
+trial itself (same hyperparameters, same seed), already in the study, and the job's best
+is taken over both stages.
 """
 
 from __future__ import annotations
