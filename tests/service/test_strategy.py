@@ -1,6 +1,7 @@
-"""Two-stage searches, for real (tiny N-body, local Ray): both stages in one study, the
-optimiser of stage 1's best carried into stage 2, the job's best never below the tuned
-baseline, resume inside stage 2, cancellation between the stages."""
+"""The stages of a search: planned from a study (fast, no Ray), and two-stage searches for
+real (tiny N-body, local Ray): both stages in one study, the optimiser of stage 1's best
+carried into stage 2, the job's best never below the tuned baseline, resume inside stage 2,
+cancellation between the stages."""
 
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ from service.api import create_app
 from service.search import _trial_hparams, run_search, study_name
 from service.settings import Settings
 from service.store import JobStore
-from service.strategy import REQUEUED, stage1_best
-
-pytestmark = pytest.mark.slow
+from service.strategy import REQUEUED, next_stage, stage1_best
 
 OPTIM = {"optim.lr", "optim.weight_decay", "optim.batch_size"}
 
@@ -44,7 +43,7 @@ TWO_STAGE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def local_ray() -> Any:
     import ray
 
@@ -53,10 +52,92 @@ def local_ray() -> Any:
     ray.shutdown()
 
 
+# -- planning from the study (no Ray) -----------------------------------------------------
+
+
+def _study() -> tuple[optuna.Study, optuna.storages.InMemoryStorage]:
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="plan", direction="minimize")
+    return study, storage
+
+
+def _add(study: optuna.Study, stage: int | None, value: float | None, **params: Any) -> None:
+    space = parse_spec(TWO_STAGE).resolved_space()
+    distributions = {k: space.params[k].distribution() for k in params}
+    attrs = {} if stage is None else {"stage": stage}
+    state = TrialState.COMPLETE if value is not None else TrialState.FAIL
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=distributions, value=value, state=state, user_attrs=attrs
+        )
+    )
+
+
+def _ask(storage: optuna.storages.BaseStorage, stage: Any) -> optuna.Trial:
+    """A new trial of ``stage`` (with its attributes, as the searcher sets them)."""
+    trial = optuna.load_study(study_name="plan", storage=storage, sampler=stage.sampler).ask()
+    for key, value in stage.attrs.items():
+        trial.set_user_attr(key, value)
+    return trial
+
+
+def _optim(lr: float) -> dict[str, Any]:
+    return {"optim.lr": lr, "optim.weight_decay": 1e-4, "optim.batch_size": 64}
+
+
+def test_plan_runs_stage_1_then_stage_2_with_the_best_optimiser() -> None:
+    spec = parse_spec(TWO_STAGE)  # 6 trials: 3 + 3
+    study, storage = _study()
+    stage = next_stage(spec, study)
+    assert stage is not None and (stage.number, stage.trials) == (1, 3)
+    assert stage.attrs == {"stage": 1}
+    trial = _ask(storage, stage)
+    values = stage.suggest(trial)
+    assert values["relax.schedule"] == "none" and set(trial.params) == OPTIM
+
+    study.tell(trial, state=TrialState.FAIL)  # a failed trial uses up budget too
+    _add(study, 1, 0.5, **_optim(1e-3))
+    stage = next_stage(spec, study)
+    assert stage is not None and (stage.number, stage.trials) == (1, 1)
+
+    _add(study, 1, 0.2, **_optim(3e-3))  # stage 1's best
+    stage = next_stage(spec, study)
+    assert stage is not None and (stage.number, stage.trials) == (2, 3)
+    assert stage.attrs == {"stage": 2, "optimiser_from": 2}
+    for _ in range(3):  # random start-up and TPE alike keep the optimiser
+        trial = _ask(storage, stage)
+        values = stage.suggest(trial)
+        assert {k: trial.params[k] for k in OPTIM} == _optim(3e-3)
+        assert values["relax.schedule"] != "none"
+        study.tell(trial, 0.3)
+    assert next_stage(spec, study) is None
+
+
+def test_plan_refuses_stage_2_without_a_completed_stage_1_trial() -> None:
+    spec = parse_spec({**TWO_STAGE, "budget": {"trials": 2, "epochs": 2}})
+    study, _ = _study()
+    _add(study, 1, None, **_optim(1e-3))
+    with pytest.raises(RuntimeError, match="stage 1 .* completed no trial"):
+        next_stage(spec, study)
+
+
+def test_a_study_started_without_stages_continues_as_one() -> None:
+    spec = parse_spec(TWO_STAGE)
+    study, _ = _study()
+    _add(study, None, 0.5, **_optim(1e-3))  # a job begun before it had a strategy
+    stage = next_stage(spec, study)
+    assert stage is not None and (stage.number, stage.trials, stage.attrs) == (None, 5, {})
+
+
+# -- real searches ------------------------------------------------------------------------
+
+
 def _stage(trials: list[optuna.trial.FrozenTrial], number: int) -> list:
     return [t for t in trials if t.user_attrs.get("stage") == number]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,6 +194,8 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     assert "stage 2 (relaxation, optimiser fixed): 3 trials" in out
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_cancel_after_stage_1_does_not_start_stage_2(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
     spec = parse_spec({**TWO_STAGE, "budget": {"trials": 2, "epochs": 1, "max_concurrent": 1}})
@@ -139,6 +222,8 @@ run_search(parse_spec(json.loads(sys.argv[1])), "resume2", sys.argv[2], sys.argv
 """
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_killed_in_stage_2_resumes_in_stage_2(tmp_path: Path) -> None:
     spec = dict(
         TWO_STAGE,
