@@ -39,11 +39,12 @@ from optuna.trial import FrozenTrial, TrialState
 from search_spaces import (
     STAGE_ATTR,
     JobSpec,
+    is_optimiser_key,
+    relaxation_keys,
     stage1_space,
     stage_trials,
     startup_trials,
 )
-from search_spaces._strategy import is_optimiser_key, relaxation_keys
 
 #: ``stop_reason`` of a trial a dead driver left running: it was re-queued as a new trial,
 #: so it does not use up budget
@@ -130,6 +131,7 @@ def next_stage(spec: JobSpec, study: optuna.Study) -> Stage | None:
     )
     n_startup = before + startup_trials(len(relaxation_keys(space)), second)
     with warnings.catch_warnings():
+        # flagged experimental by Optuna since 2.4; its interface is what we rely on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.PartialFixedSampler(fixed, tpe_sampler(spec.seed, n_startup))
     return Stage(2, left, space.suggest, sampler, {STAGE_ATTR: 2, "optimiser_from": best.number})
