@@ -223,6 +223,8 @@ def _progress_text(progress: dict[str, Any]) -> str:
     best = progress.get("best_value")
     text = f"{done}/{total if total is not None else '?'} trials"
     text += f" ({progress.get('running', 0) or 0} running)"
+    if progress.get("stage"):  # a two-stage job
+        text += f", stage {progress['stage']} of 2"
     if best is not None:
         text += f", best {best:.4g}" if isinstance(best, int | float) else f", best {best}"
     return text

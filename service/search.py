@@ -36,7 +36,14 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
-from service.strategy import REQUEUED, Stage, next_stage, stage_summary, uses_budget
+from service.strategy import (
+    REQUEUED,
+    Stage,
+    current_stage,
+    next_stage,
+    stage_summary,
+    uses_budget,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +277,12 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
-    """Counts by state and the best projected value so far (from the study: the truth)."""
+    """Counts by state and the best projected value so far (from the study: the truth);
+    for a two-stage job also ``stage``, the latest stage that has trials."""
     counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
     best = None
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
             if t.value is not None and (
@@ -287,7 +296,8 @@ def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
                 counts["failed"] += 1
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
-    return {**counts, "total": total, "best_value": best}
+    stage = current_stage(trials)
+    return {**counts, "total": total, "best_value": best, **({"stage": stage} if stage else {})}
 
 
 # ---- the run ---------------------------------------------------------------------------
@@ -717,6 +727,8 @@ class _ProgressBar:
             f"best {best} · running {p['running']} · "
             f"complete {p['complete']} pruned {p['pruned']} failed {p['failed']}"
         )
+        if p.get("stage"):
+            info = f"stage {p['stage']} · {info}"
         with self._lock:
             self.progress.update(
                 self.task, completed=p["complete"] + p["pruned"] + p["failed"], info=info

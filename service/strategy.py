@@ -171,6 +171,11 @@ def stage_summary(study: optuna.Study) -> list[dict[str, Any]]:
     return out
 
 
+def current_stage(trials: list[FrozenTrial]) -> int | None:
+    """The latest stage that has trials (``None`` for a joint job or before any trial)."""
+    return max((s for t in trials if (s := _stage(t)) is not None), default=None)
+
+
 def _stage(trial: FrozenTrial) -> int | None:
     stage = trial.user_attrs.get(STAGE_ATTR)
     return stage if isinstance(stage, int) else None

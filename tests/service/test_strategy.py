@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service.api import create_app
-from service.search import _trial_hparams, run_search, study_name
+from service.cli import _progress_text
+from service.search import _trial_hparams, progress_of, run_search, study_name
 from service.settings import Settings
 from service.store import JobStore
 from service.strategy import REQUEUED, next_stage, stage1_best
@@ -111,6 +112,9 @@ def test_plan_runs_stage_1_then_stage_2_with_the_best_optimiser() -> None:
         assert values["relax.schedule"] != "none"
         study.tell(trial, 0.3)
     assert next_stage(spec, study) is None
+    progress = progress_of(study, 6, "min")
+    assert progress["stage"] == 2 and progress["best_value"] == 0.2
+    assert _progress_text(progress) == "6/6 trials (0 running), stage 2 of 2, best 0.2"
 
 
 def test_plan_refuses_stage_2_without_a_completed_stage_1_trial() -> None:
@@ -127,6 +131,7 @@ def test_a_study_started_without_stages_continues_as_one() -> None:
     _add(study, None, 0.5, **_optim(1e-3))  # a job begun before it had a strategy
     stage = next_stage(spec, study)
     assert stage is not None and (stage.number, stage.trials, stage.attrs) == (None, 5, {})
+    assert "stage" not in progress_of(study, 6, "min")  # joint: no stages to show
 
 
 # -- real searches ------------------------------------------------------------------------
@@ -146,7 +151,7 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     spec = parse_spec(TWO_STAGE)
     job = store.create_job("alice", spec.to_dict(), spec.name)
     result = run_search(spec, job.id, store.url, tmp_path / "art", show_progress=True)
-    assert result["status"] == "succeeded"
+    assert result["status"] == "succeeded" and result["progress"]["stage"] == 2
     study = optuna.load_study(study_name=study_name(job.id), storage=store.url)
     trials = study.get_trials()
     first, second = _stage(trials, 1), _stage(trials, 2)
@@ -208,7 +213,7 @@ def test_cancel_after_stage_1_does_not_start_stage_2(tmp_path: Path) -> None:
         return any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
     result = run_search(spec, "cancel", db, tmp_path / "art", should_stop=stage1_finished)
-    assert result["status"] == "cancelled"
+    assert result["status"] == "cancelled" and result["progress"]["stage"] == 1
     trials = optuna.load_study(study_name=study_name("cancel"), storage=db).get_trials()
     assert [t.user_attrs["stage"] for t in trials] == [1]
     assert result["best"]["trial"] == trials[0].number  # what finished is still exported
