@@ -19,11 +19,15 @@ from escnn import gspaces
 from escnn import nn as enn
 
 from workers.relax import (
+    SO3_GENERATORS,
     RelaxedLayer,
     RelaxedLinear,
     RelaxedR2Conv,
+    RelaxedScalarVectorLinear,
     RelaxedVectorLinear,
+    ScalarVectorLinear,
     VectorLinear,
+    act_on_features,
     compute_penalties,
     export_escnn,
     record_inputs,
@@ -129,6 +133,31 @@ def _vector_case():
     return Case("vector-SO3", make, make_input, actions, lambda t: t, True)
 
 
+def _scalar_vector_case():
+    """Raw node features: 3 scalars + 4 vectors (as xyz components) → 2 scalars + 3 vectors."""
+
+    def make():
+        torch.manual_seed(0)
+        return RelaxedScalarVectorLinear(3, 4, 2, 3, init="normal", init_std=0.1)
+
+    def make_input(layer):
+        torch.manual_seed(1)
+        return torch.randn(6, 3 + 4 * 3)
+
+    def actions(layer):
+        rots = _random_rotations(8, 3)
+        rots += [-rots[0], torch.diag(torch.tensor([1.0, 1.0, -1.0]))]
+        return [
+            (
+                lambda x, R=R: act_on_features(x, layer.scalars_in, R),
+                lambda y, R=R: act_on_features(y, layer.scalars_out, R),
+            )
+            for R in rots
+        ]
+
+    return Case("scalar-vector-O3", make, make_input, actions, lambda t: t, True)
+
+
 CASES = [
     _conv_case(
         "r2conv-C8-regular",
@@ -157,6 +186,7 @@ CASES = [
     ),
     _linear_case(),
     _vector_case(),
+    _scalar_vector_case(),
 ]
 
 
@@ -213,6 +243,9 @@ def test_projection_is_idempotent(case):
     again = type(layer).__new__(type(layer))
     if isinstance(layer, RelaxedVectorLinear):
         again = RelaxedVectorLinear(layer.in_channels, layer.out_channels, equivariant=once)
+    elif isinstance(layer, RelaxedScalarVectorLinear):
+        sizes = (layer.scalars_in, layer.vectors_in, layer.scalars_out, layer.vectors_out)
+        again = RelaxedScalarVectorLinear(*sizes, equivariant=once)
     else:
         again = type(layer)(once, init="zeros")
     with torch.no_grad():
@@ -234,6 +267,8 @@ def test_projection_distance_of_projected_free_term_is_zero(case):
 
             a = project_vector_map(layer.free, layer.in_channels, layer.out_channels)
             layer.free.copy_(torch.kron(a, torch.eye(3)))
+        elif isinstance(layer, RelaxedScalarVectorLinear):
+            layer.free.copy_(layer.projected_free())
         else:
             layer.free.copy_(layer.projector.project(layer.free))
             if layer.free_bias is not None:
@@ -247,7 +282,11 @@ def test_export_matches_projected(case):
     proj = layer.projected("orthogonal").eval()
     x = case.make_input(layer)
     expected = case.to_tensor(proj(x))
-    plain = proj.export() if isinstance(proj, VectorLinear) else export_escnn(proj)
+    plain = (
+        proj.export()
+        if isinstance(proj, (VectorLinear, ScalarVectorLinear))
+        else export_escnn(proj)
+    )
     assert not any("escnn" in type(m).__module__ for m in plain.modules())
     scripted = to_torchscript(plain, (case.to_tensor(x),))
     got = scripted(case.to_tensor(x))
@@ -288,6 +327,12 @@ def test_lie_derivative_of_equivariant_map_is_zero(case):
         return
     if isinstance(layer, RelaxedVectorLinear):
         eq = torch.kron(torch.randn(3, 4), torch.eye(3))
+        assert layer.lie_derivatives(eq).abs().max() < 1e-6
+        assert layer.lie_derivatives().abs().max() > 1e-3
+    elif isinstance(layer, RelaxedScalarVectorLinear):
+        from workers.relax._scalar_vector import equivariant_dense
+
+        eq = equivariant_dense(torch.randn(2, 3), torch.randn(3, 4))
         assert layer.lie_derivatives(eq).abs().max() < 1e-6
         assert layer.lie_derivatives().abs().max() > 1e-3
     elif isinstance(layer, RelaxedLinear):
@@ -354,6 +399,22 @@ def test_lie_derivative_matches_finite_difference(case):
             analytic = lie[a] @ x.t()
             numeric = fd @ x.t()
             assert (analytic - numeric).norm() / numeric.norm() < 1e-3
+        return
+    if isinstance(layer, RelaxedScalarVectorLinear):
+        # the finite difference goes through the group action on features, not through the
+        # layer's generator matrices: d/dt ρ_out(exp(−tA)) W ρ_in(exp(tA)) x at t = 0
+        x = case.make_input(layer).double()
+        w = layer.free.detach().double()
+        lie = layer.lie_derivatives(w)
+
+        def moved(rot: torch.Tensor) -> torch.Tensor:
+            inner = act_on_features(x, layer.scalars_in, rot) @ w.t()
+            return act_on_features(inner, layer.scalars_out, rot.t())
+
+        for a, gen in enumerate(SO3_GENERATORS.double()):
+            fd = (moved(torch.linalg.matrix_exp(t * gen)) - moved(torch.linalg.matrix_exp(-t * gen))) / (2 * t)
+            analytic = x @ lie[a].t()
+            assert (analytic - fd).norm() / fd.norm() < 1e-5
         return
     if isinstance(layer, RelaxedLinear):
         from workers.relax._escnn import _lie_generators

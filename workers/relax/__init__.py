@@ -32,6 +32,12 @@ from ._export import (
 )
 from ._penalties import PENALTIES, compute_penalties
 from ._projection import project_model, reset_free_terms
+from ._scalar_vector import (
+    RelaxedScalarVectorLinear,
+    ScalarVectorLinear,
+    act_on_features,
+    project_scalar_vector_map,
+)
 from ._schedules import SCHEDULE_FAMILIES, Schedule, make_schedule, relaxation_end
 from ._vector import SO3_GENERATORS, RelaxedVectorLinear, VectorLinear, project_vector_map
 
@@ -46,9 +52,12 @@ __all__ = [
     "RelaxedLayer",
     "RelaxedLinear",
     "RelaxedR2Conv",
+    "RelaxedScalarVectorLinear",
     "RelaxedVectorLinear",
+    "ScalarVectorLinear",
     "Schedule",
     "VectorLinear",
+    "act_on_features",
     "check_exportable",
     "compute_penalties",
     "export_escnn",
@@ -56,6 +65,7 @@ __all__ = [
     "make_certificate",
     "make_schedule",
     "project_model",
+    "project_scalar_vector_map",
     "project_vector_map",
     "record_inputs",
     "register_exporter",

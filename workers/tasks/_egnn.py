@@ -1,4 +1,4 @@
-"""An E(3)-equivariant EGNN (Satorras et al., 2021) whose vector updates are relaxable.
+"""An E(3)-equivariant EGNN (Satorras et al., 2021) whose node updates are relaxable.
 
 The graph is fully connected over a fixed number of particles, so everything is written
 densely over ``(batch, N, N)`` pairs: no scatter ops, no data-dependent shapes, which keeps
@@ -7,15 +7,24 @@ the model ``torch.jit.trace``-able.
 Per layer, with scalar node features ``h_i``, positions ``x_i`` and velocities ``v_i``:
 
 * messages ``m_ij = φ_e(h_i, h_j, ‖x_i − x_j‖², q_i q_j)``;
-* ``C`` vector channels per node ``V_ic = mean_j (x_i − x_j) φ_x(m_ij)_c``, plus ``v_i`` and
-  the gated ``φ_v(h_i) v_i`` (EGNN's velocity term);
-* the new velocity is a :class:`~workers.relax.RelaxedVectorLinear` mix of those ``C + 2``
-  channels, and ``x_i ← x_i + v_i``;
-* ``h_i ← h_i + φ_h(h_i, mean_j m_ij)``.
+* ``C`` vector channels per node ``V_ic = mean_j (x_i − x_j) φ_x(m_ij)_c``, plus ``v_i``,
+  the gated ``φ_v(h_i) v_i`` (EGNN's velocity term) and the position relative to the
+  system's centroid ``x_i − x̄``;
+* a :class:`~workers.relax.RelaxedScalarVectorLinear` node update reads the raw node
+  features ``[h_i, those C + 3 vectors as xyz components]`` and writes a new velocity and a
+  scalar increment: its equivariant part mixes the vectors as whole vectors (the new
+  velocity) and the scalars among themselves; its free term ``θ·W`` is dense over all
+  ``hidden + 3(C + 3)`` numbers, so relaxed, xyz components mix freely with each other and
+  with the scalars in both directions (vector components leak into ``h``, which every later
+  message sees);
+* ``x_i ← x_i + v_i``, ``h_i ← h_i + φ_h(h_i, mean_j m_ij) + (scalar increment)``.
 
-Only the vector mix is relaxed: every other map sees invariant scalars, so with ``θ = 0``
-(or after projection) the model is exactly E(3)-equivariant. Even relaxed it stays
-translation-equivariant, since the mixed vectors are differences and velocities.
+Every other map sees invariant scalars, so with ``θ = 0`` (or after projection) the model is
+exactly E(3)-equivariant. The free term relaxes rotations and reflections only: every
+vector it reads is translation-invariant (differences, velocities, centroid-relative
+positions; absolute positions are deliberately not read), and it writes a velocity, so even
+relaxed the model stays exactly translation-equivariant, a symmetry the dynamics (no walls,
+no external field) never break.
 """
 
 from __future__ import annotations
@@ -25,7 +34,12 @@ import copy
 import torch
 from torch import nn
 
-from workers.relax import NotExportableError, RelaxedLayer, RelaxedVectorLinear, VectorLinear
+from workers.relax import (
+    NotExportableError,
+    RelaxedLayer,
+    RelaxedScalarVectorLinear,
+    ScalarVectorLinear,
+)
 
 
 def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
@@ -38,7 +52,7 @@ def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
 
 
 class EGNNLayer(nn.Module):
-    """One EGNN message-passing layer with a relaxable velocity update."""
+    """One EGNN message-passing layer with a relaxable node update."""
 
     def __init__(self, hidden: int, vector_channels: int, n_particles: int) -> None:
         super().__init__()
@@ -50,12 +64,18 @@ class EGNNLayer(nn.Module):
         # make the squared distances of later layers explode
         nn.init.xavier_uniform_(self.coord_mlp[-1].weight, gain=1e-3)
         nn.init.zeros_(self.coord_mlp[-1].bias)
-        self.vector_mix: nn.Module = RelaxedVectorLinear(vector_channels + 2, 1)
+        self.hidden = hidden
+        # vector inputs: v, gated v, C aggregated differences, x − centroid
+        self.node_update: nn.Module = RelaxedScalarVectorLinear(
+            scalars_in=hidden, vectors_in=vector_channels + 3, scalars_out=hidden, vectors_out=1
+        )
         with torch.no_grad():
-            # start as plain EGNN: new velocity = gated old velocity + aggregated differences
-            weight = self.vector_mix.equivariant.weight
-            weight.zero_()
-            weight[0, 1:] = 1.0
+            # start as plain EGNN: new velocity = gated old velocity + aggregated differences,
+            # no scalar increment
+            eq = self.node_update.equivariant
+            eq.scalar_weight.zero_()
+            eq.vector_weight.zero_()
+            eq.vector_weight[0, 1 : vector_channels + 2] = 1.0
         self.register_buffer("neighbours", 1.0 - torch.eye(n_particles), persistent=False)
         self.inv_degree = 1.0 / (n_particles - 1)
 
@@ -73,12 +93,15 @@ class EGNNLayer(nn.Module):
         weights = self.coord_mlp(messages) * mask  # (B, N, N, C)
         aggregated = torch.einsum("bijc,bijd->bicd", weights, diff) * self.inv_degree
         gated = self.velocity_gate(h).unsqueeze(-1) * v.unsqueeze(2)  # (B, N, 1, 3)
-        vectors = torch.cat([v.unsqueeze(2), gated, aggregated], dim=2)  # (B, N, C+2, 3)
-        v = self.vector_mix(vectors).squeeze(2)
+        centred = x - x.mean(dim=1, keepdim=True)  # translation-invariant, unlike x
+        vectors = torch.cat([v.unsqueeze(2), gated, aggregated, centred.unsqueeze(2)], dim=2)
+        features = torch.cat([h, vectors.flatten(2)], dim=-1)  # (B, N, hidden + 3(C+3))
+        update = self.node_update(features)
+        v = update[..., self.hidden :]
         x = x + v
 
         pooled = messages.sum(2) * self.inv_degree
-        h = h + self.node_mlp(torch.cat([h, pooled], dim=-1))
+        h = h + self.node_mlp(torch.cat([h, pooled], dim=-1)) + update[..., : self.hidden]
         return h, x, v
 
 
@@ -140,8 +163,8 @@ _EXPORTABLE = (
     nn.SiLU,
     nn.Sequential,
     nn.ModuleList,
-    VectorLinear,
-    RelaxedVectorLinear,
+    ScalarVectorLinear,
+    RelaxedScalarVectorLinear,
     EGNNLayer,
     NBodyEGNN,
 )
