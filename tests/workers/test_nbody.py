@@ -256,7 +256,36 @@ def test_a_few_adam_steps_reduce_the_loss(tmp_path: Path) -> None:
     assert after < 0.7 * before
 
 
-def test_library_free_term_reset_reaches_every_vector_mix() -> None:
+def test_free_term_reads_raw_node_features_and_writes_velocity_and_scalars() -> None:
+    """The relaxed node update is dense over [h, (C + 3) vectors as xyz] → [h, velocity]."""
+    hidden, channels = TINY_MODEL["hidden"], TINY_MODEL["vector_channels"]
+    layer = relaxed_layers(NBodyTask(TINY_MODEL, {}).build_model(0))[0]
+    assert tuple(layer.free.shape) == (hidden + 3, hidden + 3 * (channels + 3))
+
+
+def test_vector_components_leaking_into_invariant_features_break_equivariance() -> None:
+    """Only the vector → scalar block of W is set: the projection removes it entirely (so
+    both projections equal the unrelaxed model), yet the relaxed model is not rotation
+    equivariant, because xyz components reach h and every later message."""
+    task = NBodyTask(TINY_MODEL, {})
+    model = task.build_model(0)
+    hidden = TINY_MODEL["hidden"]
+    with torch.no_grad():
+        for layer in relaxed_layers(model):
+            layer.free.zero_()
+            layer.free[:hidden, hidden:].normal_(std=0.3)
+    set_theta(model, 0.5)
+    inputs = _random_inputs()
+    errors = task.equivariance_errors(model, inputs, seed=0)
+    assert min(errors[f"rot{i}"] for i in range(8)) > 1e-3
+    assert errors["trans"] < 1e-5
+    unrelaxed = task.build_model(0)
+    for mode in ("orthogonal", "drop"):
+        torch.testing.assert_close(project_model(model, mode)(*inputs), unrelaxed(*inputs))
+    assert not torch.allclose(model(*inputs), unrelaxed(*inputs), atol=1e-4)
+
+
+def test_library_free_term_reset_reaches_every_node_update() -> None:
     model = NBodyTask(TINY_MODEL, {}).build_model(0)
     reset_free_terms(model, "normal", 0.01, seed=0)
     assert all(int(torch.count_nonzero(layer.free)) > 0 for layer in relaxed_layers(model))

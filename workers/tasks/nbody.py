@@ -71,7 +71,8 @@ def e3_elements(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 class NBodyTask:
-    """Charged 5-body dynamics with an EGNN whose vector updates are relaxed.
+    """Charged 5-body dynamics with an EGNN whose node updates are relaxed over the raw
+    node features (scalars and xyz components, see :mod:`workers.tasks._egnn`).
 
     Model config: ``hidden`` (64), ``layers`` (4), ``vector_channels`` (4).
     Data config: ``train_size`` (3000), ``val_size`` (2000), ``test_size`` (2000),
