@@ -5,15 +5,15 @@ For each seed, the same task, data, model initialisation and optimiser are train
 training) and once relaxed (by default ``linear_decay`` from θ_max to 0 at 75 % of training,
 so the last quarter trains at θ = 0). Reported per seed: the projected model's test MSE of
 both runs and their difference; for the relaxed run, the relaxed model's equivariance error
-in the middle of training, and at the last epoch with θ > 0 the sizes of the free and the
-equivariant terms of every relaxed layer:
+in the middle of training, and in the middle of training and at the last epoch with θ > 0 the
+sizes of the free and the equivariant terms of every relaxed layer:
 
 * weights: ``‖θ·W‖`` and ``‖θ·(W − Π W)‖`` (the part projection removes) against the dense
   equivariant map ``‖W_eq‖`` (Frobenius norms);
 * activations on validation inputs: ``‖θ·W x‖`` and ``‖θ·(W − Π W) x‖`` against ``‖W_eq x‖``.
 
     .venv/bin/python bench/nbody_relaxation_effect.py [--seeds 1 2 3] [--epochs 20]
-        [--train 1000] [--workers 2] [--theta-max 0.3] [--schedule linear_decay]
+        [--train 1000] [--workers 2] [--theta-max 0.3] [--schedule linear_decay] [--tag NAME]
 
 Results are printed as a table and saved under ``bench/results/``.
 """
@@ -80,13 +80,17 @@ class _Observer:
         self.norms_at_end_of_relaxation: list[dict[str, float]] | None = None
         self.epoch_of_norms: int | None = None
         self.mid: dict[str, float] = {}
+        self.norms_mid: list[dict[str, float]] | None = None
 
     def on_epoch_end(self, report: Any, trainer: Trainer) -> None:
         if report.theta > 0 and any(isinstance(m, RelaxedLayer) for m in trainer.model.modules()):
             self.norms_at_end_of_relaxation = _term_norms(trainer)
             self.epoch_of_norms = report.epoch
         if report.epoch == self.mid_epoch:
+            if report.theta > 0:
+                self.norms_mid = _term_norms(trainer)
             self.mid = {
+                "epoch": report.epoch,
                 "theta": report.theta,
                 "equivariance_error_relaxed": report.equivariance_error_relaxed,
                 "equivariance_error_projected": report.equivariance_error_projected,
@@ -121,6 +125,7 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
         "mid": observer.mid,
         "norms_epoch": observer.epoch_of_norms,
         "norms": observer.norms_at_end_of_relaxation,
+        "norms_mid": observer.norms_mid,
         "seconds": time.perf_counter() - start,
     }
 
@@ -142,6 +147,7 @@ def main() -> None:
     parser.add_argument("--init-std", type=float, default=1e-2)
     parser.add_argument("--lambda-lie", type=float, default=0.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
 
     optimiser = {"optim.lr": args.lr, "optim.batch_size": args.batch}
@@ -212,23 +218,26 @@ def main() -> None:
     offs = [by[("off", s)]["test_mse"] for s in args.seeds]
     ons = [by[("on", s)]["test_mse"] for s in args.seeds]
     print(f"mean test MSE off {statistics.mean(offs):.5f}, on {statistics.mean(ons):.5f}")
-    print("\nfree vs equivariant terms of the relaxed runs at the last epoch with θ > 0:")
+    print("\nfree vs equivariant terms of the relaxed runs, mid-training and at the last epoch with θ > 0:")
     norm_rows = []
     for seed in args.seeds:
         on = by[("on", seed)]
-        for i, n in enumerate(on["norms"] or []):
-            norm_rows.append(
-                [
-                    seed,
-                    on["norms_epoch"],
-                    i,
-                    f"{n['theta']:.3g}",
-                    f"{n['w_free'] / n['w_eq']:.3g}",
-                    f"{n['w_free_nonequivariant'] / n['w_eq']:.3g}",
-                    f"{n['act_free'] / n['act_eq']:.3g}",
-                    f"{n['act_free_nonequivariant'] / n['act_eq']:.3g}",
-                ]
-            )
+        measured = [(on["mid"].get("epoch"), on["norms_mid"]), (on["norms_epoch"], on["norms"])]
+        for epoch, norms in measured:
+            for i, n in enumerate(norms or []):
+                norm_rows.append(
+                    [
+                        seed,
+                        epoch,
+                        i,
+                        f"{n['theta']:.3g}",
+                        f"{n['w_free'] / max(n['theta'], 1e-12) / n['w_eq']:.3g}",
+                        f"{n['w_free'] / n['w_eq']:.3g}",
+                        f"{n['w_free_nonequivariant'] / n['w_eq']:.3g}",
+                        f"{n['act_free'] / n['act_eq']:.3g}",
+                        f"{n['act_free_nonequivariant'] / n['act_eq']:.3g}",
+                    ]
+                )
     print(
         table(
             [
@@ -236,6 +245,7 @@ def main() -> None:
                 "epoch",
                 "layer",
                 "θ",
+                "‖W‖/‖W_eq‖",
                 "‖θW‖/‖W_eq‖",
                 "‖θ(W−ΠW)‖/‖W_eq‖",
                 "‖θWx‖/‖W_eq x‖",
@@ -245,7 +255,7 @@ def main() -> None:
         )
     )
     print(f"\nwall time {wall / 60:.1f} min ({args.workers} workers)")
-    save_results("nbody_relaxation_effect", {"args": vars(args), "results": results}, quick=False)
+    save_results("nbody_relaxation_effect" + (f"_{args.tag}" if args.tag else ""), {"args": vars(args), "results": results}, quick=False)
     print(json.dumps({"mean_test_mse_off": statistics.mean(offs), "mean_test_mse_on": statistics.mean(ons)}))
 
 
