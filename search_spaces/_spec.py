@@ -13,6 +13,7 @@
     retries: 0                     # per-trial retry budget
     timeout_s: 3600                # optional wall-clock limit of the whole search
     strategy: two_stage            # joint | two_stage | {name: two_stage, stage1_fraction: 0.5}
+    report: {seeds: 5}             # optional gain report after the search (default: none)
 
 Read specs with :func:`parse_spec`: it accepts YAML/JSON text or a mapping and raises only
 :class:`SpecError`. ``JobSpec.model_validate`` works too but raises pydantic's errors.
@@ -52,6 +53,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 MAX_TRIALS = 10_000
 MAX_EPOCHS = 10_000
+#: Seeds of a gain report: at least 2 (a paired interval needs two differences).
+MIN_REPORT_SEEDS = 2
+MAX_REPORT_SEEDS = 50
 
 StrictInt = Annotated[int, Field(strict=True)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -127,6 +131,13 @@ class AshaOptions(_Section):
     reduction_factor: Number = Field(default=2.0, gt=1, le=100)
 
 
+class ReportOptions(_Section):
+    """The gain report run after the search: the best configuration retrained on ``seeds``
+    fixed seeds, as found and with the relaxation switched off (``service/report.py``)."""
+
+    seeds: StrictInt = Field(ge=MIN_REPORT_SEEDS, le=MAX_REPORT_SEEDS)
+
+
 class JobSpec(BaseModel):
     """A validated search job. Build it with :func:`parse_spec`.
 
@@ -155,6 +166,7 @@ class JobSpec(BaseModel):
     timeout_s: Number | None = Field(default=None, gt=0)
     #: filled in from the space when not given (``search_spaces._strategy.default_strategy``)
     strategy: Strategy | None = None
+    report: ReportOptions | None = None
 
     _space: SearchSpace = PrivateAttr()
 
@@ -322,6 +334,7 @@ _SECTIONS: dict[tuple[str, ...], type[BaseModel]] = {
     ("resources",): Resources,
     ("asha",): AshaOptions,
     ("strategy",): Strategy,
+    ("report",): ReportOptions,
 }
 
 

@@ -85,3 +85,75 @@ def relax_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         # the reason so the search records the trial FAIL with it, and go on
         log.warning("trial %s diverged: %s", number, exc)
         tune.report({"diverged": str(exc), "done_epochs": trainer.epoch, "val_projected": float("nan")})
+
+
+#: key of a gain-report run's index (into ``base["runs"]``) in its Tune config
+REPORT_RUN = "report_run"
+
+
+def report_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
+    """Ray Tune function trainable of one gain-report run (``service/report.py``).
+
+    ``config[REPORT_RUN]``: the index of this run in ``base["runs"]``, whose entries hold
+    ``hparams``, ``seed`` (the training seed) and ``dir`` (the run's folder: ``state/`` holds
+    the epoch state it resumes from, ``model/`` the checkpoint folder of its final projected
+    model). ``base`` also holds task, model, data, epochs, ``data_seed`` (the search's seed, so
+    every run sees the search's data split) and device.
+
+    Trains like a search trial (one Tune report per epoch), then writes the checkpoint folder,
+    whose ``metrics.json`` holds the projected model's test metric, measured once: a run
+    resumed after that point reads it back instead of measuring again. The last report carries
+    ``test_value`` and ``val_value``; a diverged run reports ``diverged`` instead.
+    """
+    from workers.training import write_checkpoint
+
+    run = base["runs"][int(config[REPORT_RUN])]
+    run_dir = Path(run["dir"])
+    state_dir, model_dir = run_dir / "state", run_dir / "model"
+    trial_config = TrialConfig(
+        task=base["task"],
+        model=base["model"],
+        data=base["data"],
+        hparams=dict(run["hparams"]),
+        epochs=int(base["epochs"]),
+        seed=int(run["seed"]),
+        data_seed=int(base["data_seed"]),
+        device=base.get("device", "auto"),
+    )
+    trainer = Trainer(trial_config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # Ray retrying this run after a worker failure
+        with checkpoint.as_directory() as directory:
+            trainer.load_state(directory)
+    else:  # a run a previous driver started continues from its last epoch
+        trainer.load_state(state_dir)
+    if trainer.epoch < trial_config.epochs:
+        try:
+            trainer.fit([TuneReportHook(state_dir)])
+        except TrialDivergedError as exc:
+            log.warning("report run %s diverged: %s", run_dir.name, exc)
+            tune.report({"diverged": str(exc), "done_epochs": trainer.epoch})
+            return
+    metric = trainer.task.metric
+    metrics = _final_metrics(model_dir, trainer.epoch)
+    if metrics is None:
+        _, metrics = write_checkpoint(trainer, model_dir)
+    tune.report(
+        {
+            "done_epochs": trainer.epoch,
+            "test_value": metrics.get(f"test_{metric}"),
+            "val_value": metrics.get(f"val_{metric}"),
+            "checkpoint_dir": str(model_dir),
+        }
+    )
+
+
+def _final_metrics(model_dir: Path, epoch: int) -> dict[str, Any] | None:
+    """The ``metrics.json`` a previous attempt wrote for this very model, if any."""
+    import json
+
+    try:
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("epochs") == epoch else None

@@ -16,6 +16,9 @@ class TrialConfig:
     hparams: dict[str, Any] = field(default_factory=dict)
     epochs: int = 5
     seed: int = 0
+    #: seed of the data split when it must not follow ``seed`` (a gain report retrains on new
+    #: seeds but on the search's data); ``None``: ``seed``
+    data_seed: int | None = None
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     eval_samples: int = 16  # validation inputs used to measure equivariance each epoch
     tolerance: float = 1e-4  # certificate tolerance on the exact group elements

@@ -102,7 +102,7 @@ class Trainer:
         self.task = task or build_task(config.task, config.model, config.data)
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.splits = self.task.build_data(config.seed)
+        self.splits = self.task.build_data(config.seed if config.data_seed is None else config.data_seed)
         self.model: nn.Module = self.task.build_model(config.seed).to(self.device)
         self.schedule = make_schedule(hp)
         self.relaxing = self.schedule.family != "none"

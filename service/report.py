@@ -1,0 +1,445 @@
+"""The gain report driver: the job's best configuration retrained on the report seeds, as
+found and with the relaxation off, as Ray Tune trials of the job (``service/gain.py`` says
+what a report is and reads it back).
+
+    search study "job-<id>" (best_trial, set by the export)
+        ──> plan: k fixed seeds × {as_found, relaxation_off}            service.gain.plan
+        ──> study "job-<id>-report": one Optuna trial per run, tagged report_arm/report_seed
+        ──> Ray Tune: workers.trainable.report_trial per missing run (the spec's resources,
+            retries, max_concurrent; the job's cancel flag stops them)
+        ──> each run's checkpoint folder <artifacts>/jobs/<id>/report/<arm>-seed<seed>/model
+            (metrics.json: the projected model's test metric, measured once)
+        ──> the report (paired statistics, verdict) ──> "gain" in best/metrics.json
+
+Resuming: runs already COMPLETE (or ended by their own outcome, e.g. a diverged loss) are
+kept; runs a dead driver left RUNNING, and runs stopped by a cancel, are marked FAIL and run
+again in a new trial, continuing from their last epoch state (``<run>/state``).
+
+This module imports Ray and torch (through ``service.search``): only the controller, the
+CLI's foreground commands and the benchmarks load it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces import JobSpec, check_hparams
+from service import gain
+from service.search import (
+    _CANCEL_EVENTS,
+    _CancelStopper,
+    _ray_init,
+    _trial_hparams,
+    job_dir,
+    optuna_storage,
+    study_name,
+    trial_base,
+)
+
+log = logging.getLogger(__name__)
+
+#: how often the watcher reports progress and looks at the cancel flag
+_POLL_S = 1.0
+
+
+def report_dir(artifacts_dir: str | Path, job_id: str) -> Path:
+    """``<artifacts>/jobs/<id>/report``: one folder per run (``state/``, ``model/``)."""
+    return job_dir(artifacts_dir, job_id) / "report"
+
+
+def _best_search_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    number = study.user_attrs.get("best_trial")
+    if number is None:
+        raise RuntimeError(
+            "the job has no exported best trial yet: a gain report retrains the best "
+            "configuration of a finished search"
+        )
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number == number:
+            return trial
+    raise RuntimeError(f"the study has no trial {number} (its best_trial attribute)")
+
+
+def _reconcile(study: optuna.Study) -> int:
+    """Mark runs a dead driver left RUNNING as interrupted (they run again)."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(
+            trial._trial_id, gain.ATTR_STOP, "driver stopped; run again"
+        )
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        count += 1
+    return count
+
+
+def _settled_keys(study: optuna.Study, source_trial: int) -> set[tuple[str, int]]:
+    """(arm, seed) of the runs that need no new trial: COMPLETE, or ended by an outcome."""
+    done: set[tuple[str, int]] = set()
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if attrs.get(gain.ATTR_SOURCE) != source_trial or attrs.get(gain.ATTR_ARM) not in gain.ARMS:
+            continue
+        key = (attrs[gain.ATTR_ARM], int(attrs.get(gain.ATTR_SEED, -1)))
+        if trial.state == TrialState.COMPLETE or (
+            trial.state == TrialState.FAIL and not gain.is_interrupted(attrs.get(gain.ATTR_STOP))
+        ):
+            done.add(key)
+    return done
+
+
+class _Recording:
+    """Records each run's epochs and outcome in its Optuna trial (driver side).
+
+    Tune pickles its callbacks with the experiment state, so the callback
+    (:class:`_ReportRecorder`) carries only a key into :data:`_RECORDINGS`.
+    """
+
+    def __init__(
+        self,
+        trials: list[optuna.trial.Trial],
+        study: optuna.Study,
+        cancelled: threading.Event,
+        echo: Callable[[str], None] | None,
+        quantity: gain.Quantity,
+    ) -> None:
+        self.trials, self.study = trials, study
+        self.cancelled, self.echo, self.quantity = cancelled, echo, quantity
+        self.history: dict[int, list[dict[str, Any]]] = {}
+        self.final: dict[int, dict[str, Any]] = {}
+        self.closed: set[int] = set()
+
+    def result(self, index: int, result: dict[str, Any]) -> None:
+        if "test_value" in result or "diverged" in result:
+            self.final[index] = dict(result)
+            return
+        epoch = result.get("epoch")
+        if epoch is None:
+            return
+        history = self.history.setdefault(index, [])
+        if history and history[-1].get("epoch") == epoch:
+            return
+        keys = ("epoch", "theta", "val_projected", "val_relaxed", "train_loss")
+        history.append({k: _json_safe(result.get(k)) for k in keys})
+        ot = self.trials[index]
+        value = _finite(result.get("val_projected"))
+        if value is not None:
+            ot.report(value, int(epoch))
+        ot.set_user_attr("history", history)
+
+    def complete(self, index: int) -> None:
+        ot = self.trials[index]
+        final = self.final.get(index, {})
+        test, val = _finite(final.get("test_value")), _finite(final.get("val_value"))
+        if final.get("diverged"):
+            self.close(index, TrialState.FAIL, None, f"diverged: {final['diverged']}")
+        elif test is not None and val is not None:
+            ot.set_user_attr(gain.ATTR_TEST, test)
+            ot.set_user_attr(gain.ATTR_VAL, val)
+            ot.set_user_attr("checkpoint", final.get("checkpoint_dir"))
+            self.close(index, TrialState.COMPLETE, val, None)
+            if self.echo is not None:
+                arm, seed = ot.user_attrs.get(gain.ATTR_ARM), ot.user_attrs.get(gain.ATTR_SEED)
+                shown = f"{self.quantity.of(test):.4g}"
+                self.echo(f"  {arm} seed {seed}: {self.quantity.label} {shown}")
+        elif final:
+            self.close(index, TrialState.FAIL, None, "no finite test metric")
+        else:
+            reason = "job cancelled" if self.cancelled.is_set() else "stopped before its end"
+            self.close(index, TrialState.FAIL, None, reason)
+
+    def close(self, index: int, state: TrialState, value: float | None, reason: str | None) -> None:
+        if index in self.closed:
+            return
+        ot = self.trials[index]
+        if reason is not None:
+            ot.set_user_attr(gain.ATTR_STOP, reason)
+        try:
+            self.study.tell(ot.number, value, state=state)
+        except Exception as exc:  # a run already closed elsewhere must not stop the rest
+            log.warning("could not record report run %s: %s", ot.number, exc)
+        self.closed.add(index)
+
+
+#: the recordings of the reports this process drives, by key (see :class:`_Recording`)
+_RECORDINGS: dict[str, _Recording] = {}
+
+
+def _callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class _ReportRecorder(_callback_base()):
+    """Tune callback handing each report run's results to its :class:`_Recording` (defined
+    at module level so that Tune pickles it by reference, with nothing but its key)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _target(self, trial: Any) -> tuple[_Recording, int]:
+        from workers.trainable import REPORT_RUN
+
+        return _RECORDINGS[self.key], int(trial.config[REPORT_RUN])
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        recording, index = self._target(trial)
+        recording.result(index, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        recording, index = self._target(trial)
+        recording.complete(index)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        recording, index = self._target(trial)
+        error = getattr(trial, "error_file", None) or "see the Ray logs"
+        recording.close(index, TrialState.FAIL, None, f"error: {error}")
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_report(
+    spec: JobSpec, job_id: str, db_url: str, *, storage: Any = None, seeds: int | None = None
+) -> dict[str, Any]:
+    """The job's report as recorded in its database (``service.gain.build_report``)."""
+    storage = storage or optuna_storage(db_url)
+    try:
+        trials = optuna.load_study(
+            study_name=gain.report_study_name(job_id), storage=storage
+        ).get_trials(deepcopy=False)
+    except KeyError:
+        trials = []
+    requested = seeds or (spec.report.seeds if spec.report else None)
+    return gain.build_report(
+        trials,
+        job_id=job_id,
+        metric=spec.objective.metric.removeprefix("val_"),
+        mode=spec.objective.mode,
+        requested_seeds=requested,
+        search_seed=spec.seed,
+    )
+
+
+def write_gain(artifacts_dir: str | Path, job_id: str, report: dict[str, Any]) -> Path | None:
+    """Put the report's figures under ``gain`` in the best checkpoint's ``metrics.json``
+    (atomically: a reader sees the old file or the new one). ``None`` without a checkpoint."""
+    path = job_dir(artifacts_dir, job_id) / "best" / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    metrics["gain"] = gain.gain_for_metrics(report)
+    tmp = path.with_name(".metrics.json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_report(
+    spec: JobSpec,
+    job_id: str,
+    db_url: str,
+    artifacts_dir: str | Path,
+    *,
+    seeds: int | None = None,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    ray_address: str | None = None,
+    storage_path: str | None = None,
+    show_progress: bool = False,
+    num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the gain report of a job whose search has finished and exported its
+    best trial, on ``seeds`` seeds (default: the spec's ``report.seeds``).
+
+    Returns ``{"status": <the report's status> | "cancelled", "report": {...}}``; the report
+    is also written into the best checkpoint's ``metrics.json`` once every run has ended.
+    """
+    k = seeds or (spec.report.seeds if spec.report else None)
+    if not k:
+        raise ValueError("no report seeds: give seeds or set report.seeds in the spec")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    storage = optuna_storage(db_url)
+    try:
+        search = optuna.load_study(study_name=study_name(job_id), storage=storage)
+    except KeyError as exc:
+        raise RuntimeError(f"job {job_id} has no search study: search first") from exc
+    best = _best_search_trial(search)
+    hparams = check_hparams(_trial_hparams(spec, best))
+    runs = gain.plan(hparams, k, spec.seed)
+    quantity = gain.quantity_for(spec.objective.metric.removeprefix("val_"), spec.objective.mode)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=gain.report_study_name(job_id),
+        sampler=optuna.samplers.RandomSampler(seed=spec.seed),
+        direction="maximize" if spec.objective.mode == "max" else "minimize",
+        load_if_exists=True,
+    )
+    study.set_user_attr("job_id", job_id)
+    study.set_user_attr(gain.ATTR_SOURCE, best.number)
+    if _reconcile(study):
+        log.warning("job %s: report runs left running by a previous driver run again", job_id)
+    settled = _settled_keys(study, best.number)
+    todo = [run for run in runs if run.key not in settled]
+    echo = print if show_progress else None
+    stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
+    stop_event.clear()
+    folder = report_dir(artifacts_dir, job_id).resolve()
+
+    def progress() -> dict[str, Any]:
+        return read_report(spec, job_id, db_url, storage=storage, seeds=k)
+
+    if echo is not None:
+        echo(
+            f"gain report of job {job_id}: best trial #{best.number} on seeds "
+            f"{gain.report_seeds(k, spec.seed)}; {len(todo)} of {len(runs)} runs to train"
+        )
+    if todo and not (should_stop is not None and should_stop()):
+        _train(
+            spec,
+            job_id,
+            todo,
+            study,
+            best.number,
+            folder,
+            storage_path,
+            ray_address,
+            num_cpus,
+            stop_event,
+            should_stop,
+            on_progress,
+            progress,
+            echo,
+            quantity,
+        )
+    report = progress()
+    if on_progress is not None:
+        on_progress(report["progress"])
+    if report["status"] in ("complete", "incomplete", "nothing_to_compare"):
+        write_gain(artifacts_dir, job_id, report)
+    if echo is not None and report["verdict"]:
+        echo(report["verdict"])
+    status = "cancelled" if stop_event.is_set() else report["status"]
+    return {"status": status, "report": report}
+
+
+def _train(
+    spec: JobSpec,
+    job_id: str,
+    todo: list[gain.Run],
+    study: optuna.Study,
+    source_trial: int,
+    folder: Path,
+    storage_path: str | None,
+    ray_address: str | None,
+    num_cpus: int | None,
+    stop_event: threading.Event,
+    should_stop: Callable[[], bool] | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+    progress: Callable[[], dict[str, Any]],
+    echo: Callable[[str], None] | None,
+    quantity: gain.Quantity,
+) -> None:
+    """One Tune run over the missing report runs, each recorded in a new trial of ``study``."""
+    from ray import tune
+
+    from workers.trainable import REPORT_RUN, report_trial
+
+    _ray_init(ray_address, num_cpus)
+    trials = []
+    for run in todo:
+        ot = study.ask()
+        for key, value in (
+            (gain.ATTR_ARM, run.arm),
+            (gain.ATTR_SEED, run.seed),
+            (gain.ATTR_SOURCE, source_trial),
+            (gain.ATTR_HPARAMS, run.hparams),
+            (gain.ATTR_DIR, str(folder / run.folder)),
+        ):
+            ot.set_user_attr(key, value)
+        trials.append(ot)
+    base = {
+        **trial_base(spec, folder),
+        "data_seed": spec.seed,  # the search's data split for every run
+        "runs": [
+            {"hparams": run.hparams, "seed": run.seed, "dir": str(folder / run.folder)}
+            for run in todo
+        ],
+    }
+    trainable = tune.with_resources(
+        tune.with_parameters(report_trial, base=base),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    key = f"{job_id}-{time.monotonic_ns()}"
+    recording = _RECORDINGS[key] = _Recording(trials, study, stop_event, echo, quantity)
+    ray_storage = str(storage_path or (folder.parent / "ray"))
+    if "://" not in ray_storage:
+        ray_storage = str(Path(ray_storage).expanduser().resolve())
+    stamp = int(time.time())
+    tuner = tune.Tuner(
+        trainable,
+        param_space={REPORT_RUN: tune.grid_search(list(range(len(todo))))},
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=min(spec.budget.max_concurrent, len(todo)),
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"report-{job_id}-{stamp}" if storage_path else f"report-{stamp}",
+            storage_path=ray_storage,
+            stop=_CancelStopper(job_id),
+            callbacks=[_ReportRecorder(key)],
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(_POLL_S):
+            try:
+                if should_stop is not None and should_stop():
+                    stop_event.set()
+                if on_progress is not None:
+                    on_progress(progress()["progress"])
+            except Exception as exc:  # a database hiccup must not stop the report
+                log.warning("report progress poll failed: %s", exc)
+
+    watcher = threading.Thread(target=watch, name=f"report-watch-{job_id}", daemon=True)
+    watcher.start()
+    try:
+        tuner.fit()
+    finally:
+        finished.set()
+        watcher.join(timeout=5)
+        reason = "job cancelled" if stop_event.is_set() else "stopped before its end"
+        for index in range(len(trials)):  # anything Tune ended without telling the recording
+            recording.close(index, TrialState.FAIL, None, reason)
+        del _RECORDINGS[key]
