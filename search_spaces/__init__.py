@@ -33,6 +33,8 @@ from search_spaces._params import (
 )
 from search_spaces._presets import list_presets, load_preset
 from search_spaces._spec import (
+    MAX_REPORT_SEEDS,
+    MIN_REPORT_SEEDS,
     TASK_ENTRY_POINT_GROUP,
     AshaOptions,
     Budget,
@@ -61,6 +63,8 @@ __all__ = [
     "INITS",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
+    "MAX_REPORT_SEEDS",
+    "MIN_REPORT_SEEDS",
     "PROJECTIONS",
     "SCHEDULE_FAMILIES",
     "SCHEDULE_PARAMS",

@@ -112,11 +112,13 @@ class Controller:
         runner: Runner | None = None,
         worker_id: str | None = None,
         requeue_on_stop: bool = True,
+        report_runner: Runner | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.worker_id = worker_id or settings.worker_id or socket.gethostname()
         self._runner = runner
+        self._report_runner = report_runner
         self.requeue_on_stop = requeue_on_stop
         self._stopping = threading.Event()
         self._wake = threading.Event()  # set by wake() and stop(): end the idle wait now
@@ -196,6 +198,51 @@ class Controller:
             self._runner = run_search
         return self._runner
 
+    def _get_report_runner(self) -> Runner:
+        if self._report_runner is None:
+            from service.report import run_report  # imports ray: only when a report runs
+
+            self._report_runner = run_report
+        return self._report_runner
+
+    def _search_then_report(self, job: Job, spec: Any) -> dict[str, Any]:
+        """The job's search (skipped when a gain report is all that is left to do), then its
+        gain report when the spec asks for one (``report: {seeds: K}``)."""
+        from service.gain import search_done_before
+
+        done = search_done_before(job, Path(self.settings.artifacts)) if spec.report else None
+        if done is not None:
+            result = done
+        else:
+            result = self._get_runner()(
+                spec,
+                job.id,
+                self.store.url,
+                Path(self.settings.artifacts),
+                on_progress=self._progress_callback(job.id),
+                should_stop=self._stop_callback(job.id),
+                ray_address=self.settings.ray_address,
+                storage_path=self.settings.ray_storage,
+            )
+        if spec.report is None or not isinstance(result, dict):
+            return result
+        if result.get("status") != "succeeded" or self.stopping:
+            return result
+        searched = result.get("progress") or job.progress
+        record = self._progress_callback(job.id)
+        report = self._get_report_runner()(
+            spec,
+            job.id,
+            self.store.url,
+            Path(self.settings.artifacts),
+            on_progress=lambda progress: record({**searched, "report": progress}),
+            should_stop=self._stop_callback(job.id),
+            ray_address=self.settings.ray_address,
+            storage_path=self.settings.ray_storage,
+        )
+        status = "cancelled" if report.get("status") == "cancelled" else result["status"]
+        return {**result, "status": status, "report": report.get("report")}
+
     def run_job(self, job: Job) -> Job:
         """Run a job this controller has claimed and record how it ended."""
         from search_spaces import SpecError, parse_spec
@@ -209,16 +256,7 @@ class Controller:
 
         try:
             with JobHeartbeat(self.store, job.id, self.settings.heartbeat_s):
-                result = self._get_runner()(
-                    spec,
-                    job.id,
-                    self.store.url,
-                    Path(self.settings.artifacts),
-                    on_progress=self._progress_callback(job.id),
-                    should_stop=self._stop_callback(job.id),
-                    ray_address=self.settings.ray_address,
-                    storage_path=self.settings.ray_storage,
-                )
+                result = self._search_then_report(job, spec)
         except Exception as exc:
             if self.stopping and not self._cancel_requested(job.id):
                 logger.warning("job %s interrupted by shutdown (%s)", job.id, exc)

@@ -17,9 +17,11 @@ trained (its seed spread is still worth knowing), and the verdict says so.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from search_spaces import is_relaxing, relaxation_off
@@ -278,3 +280,21 @@ def gain_for_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
         difference=report.get("difference"),
     )
     return out
+
+
+def search_done_before(job: Any, artifacts: Path) -> dict[str, Any] | None:
+    """The search's result when a previous run of ``job`` already finished its search and
+    exported the best trial (the job succeeded before and came back for a report, or it was
+    interrupted during its report), so that only the report is left to run; else ``None``.
+
+    Read from the job row and ``<artifacts>/jobs/<id>/best.json`` (written by the export).
+    """
+    if job.best is None and "report" not in (job.progress or {}):
+        return None
+    try:
+        best = json.loads((Path(artifacts) / "jobs" / job.id / "best.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(best, dict):
+        return None
+    return {"status": "succeeded", "best": best, "progress": dict(job.progress or {})}

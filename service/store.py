@@ -212,6 +212,17 @@ class Job:
         )
 
 
+def _report_refusal(job: Job) -> str:
+    if job.status == "running":
+        return (
+            f"job {job.id} is running; ask for its report when it has finished (or put "
+            "report: {seeds: K} in the spec of a new job)"
+        )
+    if job.status == "failed":
+        return f"job {job.id} failed, so it has no best configuration to report on"
+    return f"job {job.id} was cancelled during its search: there is no finished search to report on"
+
+
 def _initial_progress(spec: dict[str, Any]) -> dict[str, Any]:
     budget = spec.get("budget") if isinstance(spec.get("budget"), dict) else {}
     total = budget.get("trials") if isinstance(budget, dict) else None
@@ -607,6 +618,62 @@ class JobStore:
                 ).rowcount
         if not queued and not running:
             raise Conflict(f"job {job_id} already {self.get_job(job_id).status}")
+        return self.get_job(job_id)
+
+    def request_report(
+        self,
+        job_id: str,
+        seeds: int,
+        tenant: str | None = None,
+        *,
+        max_active: int | None = None,
+    ) -> Job:
+        """Ask for a gain report on ``seeds`` seeds (``service/gain.py``): the job's spec gets
+        ``report: {seeds: K}`` and the job goes back to the queue, where a controller runs
+        the report (its search is done: only the report runs).
+
+        Allowed for a ``succeeded`` job, a ``cancelled`` one whose report had started (it
+        resumes) and a ``queued`` one (it only records the seeds). A ``running`` or ``failed``
+        job is a :class:`Conflict`; ``max_active`` limits the tenant's queued or running jobs
+        as in :meth:`create_job`.
+        """
+        current = self.get_job(job_id, tenant)  # NotFound for another tenant's job
+        reopen = current.status == "succeeded" or (
+            current.status == "cancelled" and "report" in current.progress
+        )
+        if current.status != "queued" and not reopen:
+            raise Conflict(_report_refusal(current))
+        spec = {**current.spec, "report": {"seeds": seeds}}
+        values: dict[str, Any] = {"spec": json.dumps(spec, sort_keys=True)}
+        if reopen:
+            values.update(
+                status="queued",
+                cancel_requested=False,
+                claimed_by=None,
+                started_at=None,
+                finished_at=None,
+                error=None,
+            )
+        with self._write("requesting a gain report") as conn:
+            if reopen and max_active is not None:
+                if self.dialect == "postgresql":
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                        {"key": f"relaxtune-tenant:{current.tenant}"},
+                    )
+                active = self._count_active(conn, current.tenant)
+                if active >= max_active:
+                    raise LimitExceeded(
+                        f"tenant {current.tenant!r} already has {active} queued or running "
+                        f"jobs (limit {max_active}); a report runs as the job again"
+                    )
+            changed = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == current.status)
+                .values(**values)
+            ).rowcount
+        if not changed:  # the job moved on meanwhile (claimed, finished): look again
+            return self.request_report(job_id, seeds, tenant, max_active=max_active)
         return self.get_job(job_id)
 
     def is_cancel_requested(self, job_id: str) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "ErrorDetail",
     "JobPublic",
     "JobsPublic",
+    "ReportPublic",
     "TrialPublic",
     "TrialsPublic",
     "finite",
@@ -84,6 +85,7 @@ class JobPublic(BaseModel):
                 "dashboard": f"{base}/dashboard",
                 "best": f"{base}/best",
                 "checkpoint": f"{base}/best/checkpoint",
+                "report": f"{base}/report",
             },
         )
 
@@ -130,3 +132,33 @@ class BestPublic(BaseModel):
     certificate: dict[str, Any]
     config: dict[str, Any]
     files: list[str]
+
+
+class ReportPublic(BaseModel):
+    """A job's relaxation gain report (``service/gain.py``): the best configuration retrained
+    on fixed seeds, as found and with the relaxation off (θ = 0, all else equal)."""
+
+    job_id: str
+    status: str = Field(
+        description="not_requested | pending | running | complete | incomplete | "
+        "nothing_to_compare"
+    )
+    requested_seeds: int | None = None
+    seeds: list[int] = Field(description="the report's training seeds (never the search seed)")
+    search_seed: int
+    source_trial: int | None = Field(None, description="the best trial that was retrained")
+    metric: str
+    quantity: str = Field(description="what is compared, e.g. test error (1 − accuracy)")
+    better: str = Field(description="lower | higher")
+    hparams: dict[str, Any] | None = None
+    relaxing: bool | None = Field(None, description="whether the best configuration relaxes")
+    runs: list[dict[str, Any]] = Field(
+        description="per seed: as_found, relaxation_off, difference (as found − off)"
+    )
+    arms: dict[str, Any] = Field(description="n, mean, median, std of each arm")
+    difference: dict[str, Any] | None = Field(
+        None, description="mean, std, ci (95 % paired t interval), relative, method, …"
+    )
+    verdict: str | None = None
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    progress: dict[str, Any]

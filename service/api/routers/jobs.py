@@ -58,6 +58,10 @@ def _check_budget(spec: Any, settings: Settings) -> None:
             f"{settings.max_epochs} epochs per trial",
             field="budget.epochs",
         )
+    if spec.report is not None:
+        from service.api.routers.report import check_report_seeds
+
+        check_report_seeds(spec.report.seeds, settings, "report.seeds")
 
 
 @router.post(
