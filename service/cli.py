@@ -4,8 +4,9 @@ Three kinds of commands:
 
 - database commands (``serve``, ``controller``, ``db upgrade``, ``token``, ``run``, ``export``)
   work on ``--db`` / ``--artifacts`` directly;
-- client commands (``submit``, ``status``, ``cancel``, ``best``, ``dashboard``) talk to a
-  running service at ``--url`` with ``--token``;
+- client commands (``submit``, ``status``, ``cancel``, ``best``, ``dashboard``, ``report``)
+  talk to a running service at ``--url`` with ``--token`` (``report --local`` works on
+  ``--db`` / ``--artifacts`` instead, in the foreground like ``run``);
 - worker commands (``train``, ``verify``) run the training code in this process.
 
 Exit codes: 0 success, 1 failure (service error, failed job, failed check), 2 bad input.
@@ -230,7 +231,7 @@ def _progress_text(progress: dict[str, Any]) -> str:
     return text
 
 
-def _show_job(job: dict[str, Any]) -> None:
+def _show_job(job: dict[str, Any], report: dict[str, Any] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -255,6 +256,8 @@ def _show_job(job: dict[str, Any]) -> None:
             table.add_row("checkpoint", str(best["checkpoint"]))
     if job.get("error"):
         table.add_row("error", str(job["error"]))
+    if report and report.get("status") != "not_requested":
+        table.add_row("gain", _report_line(report))
     Console().print(table)
 
 
@@ -315,7 +318,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     job = _watch(args, args.job) if args.watch else _request(args, "GET", f"/v1/jobs/{args.job}")
     if isinstance(job, httpx.Response):
         job = job.json()
-    _print_json(job) if args.json else _show_job(job)
+    _print_json(job) if args.json else _show_job(job, _job_report(args, job["id"]))
     return 1 if args.watch and job["status"] == "failed" else 0
 
 
@@ -358,6 +361,137 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")
     print(f"dashboard of job {args.job} written to {out}")
+    return 0
+
+
+def _job_report(args: argparse.Namespace, job_id: str) -> dict[str, Any] | None:
+    """The job's gain report, or ``None`` when the service cannot give one."""
+    try:
+        return _request(args, "GET", f"/v1/jobs/{job_id}/report").json()
+    except CliError:  # a service without reports, a hiccup: the status still prints
+        return None
+
+
+def _report_line(report: dict[str, Any]) -> str:
+    """The report in one line: its verdict, or how far it got."""
+    if report.get("verdict") and report.get("status") != "running":
+        return str(report["verdict"])
+    progress = report.get("progress") or {}
+    return (
+        f"{report.get('status')}: {progress.get('done', 0)}/{progress.get('total', '?')} runs "
+        f"on seeds {report.get('seeds')}"
+    )
+
+
+def _show_report(report: dict[str, Any]) -> None:
+    """Per seed both arms and their difference, each arm's summary, and the verdict."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    quantity = report.get("quantity", "test metric")
+    console.print(
+        f"gain report of job {report.get('job_id')} ({report.get('status')}): {quantity} of "
+        f"the projected model, best trial #{report.get('source_trial')} retrained on seeds "
+        f"{report.get('seeds')} (search seed {report.get('search_seed')}; "
+        f"{report.get('better')} is better)"
+    )
+    rows = report.get("runs") or []
+    if rows:
+        table = Table("seed", "as found", "relaxation off", "difference")
+        for row in rows:
+            table.add_row(
+                str(row["seed"]),
+                *(_cell(row.get(k)) for k in ("as_found", "relaxation_off", "difference")),
+            )
+        for label, key in (("mean", "mean"), ("median", "median"), ("std", "std")):
+            arms = report.get("arms") or {}
+            table.add_row(
+                label,
+                *(_cell((arms.get(arm) or {}).get(key)) for arm in ("as_found", "relaxation_off")),
+                _cell((report.get("difference") or {}).get(key)) if key != "median" else "",
+            )
+        console.print(table)
+    difference = report.get("difference")
+    if difference:
+        low, high = difference["ci"]
+        method = difference["method"]
+        console.print(f"95 % CI of the difference: [{low:.4g}, {high:.4g}] ({method})")
+    for failure in report.get("failures") or []:
+        console.print(f"failed: {failure['arm']} seed {failure['seed']}: {failure['reason']}")
+    console.print(_report_line(report))
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+_REPORT_SETTLED = ("complete", "incomplete", "nothing_to_compare")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Did relaxation help? Ask for a job's gain report (--seeds K) and/or print it."""
+    if args.local:
+        return _report_local(args)
+    if args.seeds is not None:
+        report = _request(
+            args, "POST", f"/v1/jobs/{args.job}/report", json={"seeds": args.seeds}
+        ).json()
+        if not args.watch:
+            print(
+                f"gain report of job {args.job} on {args.seeds} seeds requested "
+                f"({report['status']}); see it with: relaxtune report {args.job}"
+            )
+            return 0
+    report = _request(args, "GET", f"/v1/jobs/{args.job}/report").json()
+    while args.watch and report["status"] not in _REPORT_SETTLED + ("not_requested",):
+        job = _request(args, "GET", f"/v1/jobs/{args.job}").json()
+        if job["status"] in ("failed", "cancelled"):
+            break
+        time.sleep(args.interval)
+        report = _request(args, "GET", f"/v1/jobs/{args.job}/report").json()
+    _print_json(report) if args.json else _show_report(report)
+    return 0
+
+
+def _report_local(args: argparse.Namespace) -> int:
+    """``report --local``: run the report in the foreground on --db/--artifacts (with
+    --seeds), then print it from the database."""
+    from search_spaces import parse_spec
+    from service.controller import Controller
+    from service.store import validate_job_id
+
+    try:
+        validate_job_id(args.job)
+    except NotFound as exc:
+        raise CliError(f"not a job id: {args.job!r}", 2) from exc
+    store = _open_store(args)
+    if args.seeds is not None:
+        _setup_logging(args.log_level)
+        job = store.request_report(args.job, args.seeds)
+        worker = f"cli-{socket.gethostname()}-{os.getpid()}"
+        job = store.claim(job.id, worker)
+        from service.report import run_report
+
+        def runner(*a: Any, **kw: Any) -> dict[str, Any]:
+            return run_report(*a, show_progress=True, **kw)
+
+        controller = Controller(
+            store,
+            _settings(args),
+            worker_id=worker,
+            requeue_on_stop=False,
+            report_runner=runner,
+        )
+        _stop_on_signals(controller.stop)
+        finished = controller.run_job(job)
+        if finished.status == "failed":
+            raise CliError(f"job {finished.id} failed: {finished.error}")
+    from service.report import read_report
+
+    job = store.get_job(args.job)
+    report = read_report(parse_spec(job.spec), job.id, args.db)
+    _print_json(report) if args.json else _show_report(report)
     return 0
 
 
@@ -747,6 +881,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--out", required=True, help="HTML file to write")
     _add_client_options(p)
+
+    p = command("report", cmd_report)
+    p.add_argument("job")
+    p.add_argument("--seeds", type=int, help="ask for the report on this many seeds")
+    p.add_argument("--watch", action="store_true", help="wait until the report is done")
+    p.add_argument("--interval", type=float, default=5.0, help="--watch poll period (s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="run (with --seeds) or read the report on --db/--artifacts, not via the service",
+    )
+    _add_client_options(p)
+    _add_db_options(p)
+    _add_ray_options(p)
+    log_level(p)
 
     p = command("run", cmd_run)
     p.add_argument("spec", nargs="?", help="job spec file (YAML or JSON)")

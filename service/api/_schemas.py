@@ -140,8 +140,7 @@ class ReportPublic(BaseModel):
 
     job_id: str
     status: str = Field(
-        description="not_requested | pending | running | complete | incomplete | "
-        "nothing_to_compare"
+        description="not_requested | pending | running | complete | incomplete | nothing_to_compare"
     )
     requested_seeds: int | None = None
     seeds: list[int] = Field(description="the report's training seeds (never the search seed)")
