@@ -26,6 +26,7 @@ from service.dashboard._figures import (
     draw_param_importances,
     draw_theta,
 )
+from service.dashboard._gain import draw_gain, gain_points
 from service.dashboard._page import (
     CHART_IDS,
     DEFAULT_LINK_FORMAT,
@@ -42,6 +43,7 @@ __all__ = [
     "best_trial_summary",
     "certificate_table",
     "draw_equivariance",
+    "draw_gain",
     "draw_learning_curves",
     "draw_optimization_history",
     "draw_parallel_coordinate",
@@ -49,6 +51,7 @@ __all__ = [
     "draw_theta",
     "epoch_records",
     "equivariance_curves",
+    "gain_points",
     "learning_curves",
     "param_names",
     "parameter_table",

@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 import plotly.offline
 from optuna.trial import TrialState
 
-from service.dashboard import _data, _figures
+from service.dashboard import _data, _figures, _gain
 
 logger = logging.getLogger(__name__)
 
@@ -357,6 +357,55 @@ def _certificate_section(certificate: Mapping[str, Any] | None) -> str:
     )
 
 
+def _gain_section(report: Mapping[str, Any] | None) -> str:
+    """ "Did relaxation help?": the gain report's verdict, paired points and interval."""
+    if report is None or report.get("status") in (None, "not_requested"):
+        return ""
+    progress = report.get("progress") or {}
+    verdict = report.get("verdict") or (
+        f"Report {report.get('status')}: {progress.get('done', 0)} of "
+        f"{progress.get('total', '?')} runs done."
+    )
+    points = _gain.gain_points(report)
+    chart = ""
+    if points is not None:
+        try:
+            chart = _figure_html(_gain.draw_gain(points), "chart-gain")
+        except Exception as error:  # a drawing failure is a message, never a 500
+            logger.warning("dashboard gain chart not drawn: %s", error)
+            chart = f'<p class="chart-message">Not available: {_esc(error)}</p>'
+    arms = report.get("arms") or {}
+    rows = "".join(
+        f"<tr><th>{_esc(label)}</th>"
+        + "".join(
+            f'<td class="num">{_fmt((arms.get(arm) or {}).get(k))}</td>'
+            for k in ("n", "mean", "median", "std")
+        )
+        + "</tr>"
+        for arm, label in (("as_found", "as found"), ("relaxation_off", "relaxation off (θ = 0)"))
+        if arm in arms
+    )
+    table = (
+        "<table><thead><tr><th>arm</th><th>seeds</th><th>mean</th><th>median</th><th>std</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    difference = report.get("difference") or {}
+    method = f'<p class="note">{_esc(difference["method"])}.</p>' if difference else ""
+    note = (
+        f'<p class="note">{_esc(report.get("quantity"))} of the projected model, best trial '
+        f"#{_fmt(report.get('source_trial'))} retrained on seeds {_esc(report.get('seeds'))} "
+        f"(search seed {_fmt(report.get('search_seed'))}), as found and with the relaxation "
+        "off (every other hyperparameter the same).</p>"
+    )
+    return (
+        '<section id="gain-report"><h2>Did relaxation help?</h2>'
+        f'<p class="verdict"><strong>{_esc(verdict)}</strong></p>{chart}'
+        f"{table}{method}{note}</section>"
+    )
+
+
 def _parameter_section(table: dict[str, Any]) -> str:
     columns = table["columns"]
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
@@ -410,6 +459,7 @@ def render_dashboard(
     importance_max_trials: int = 100,
     refresh_seconds: int | None = None,
     jobs_link: str | None = None,
+    report: Mapping[str, Any] | None = None,
 ) -> str:
     """One job's dashboard as a self-contained HTML page.
 
@@ -418,6 +468,8 @@ def render_dashboard(
     ``max_table_rows`` caps the trial table (best first); ``importance_max_trials`` caps the
     COMPLETE trials fANOVA sees (a seeded sample). ``refresh_seconds`` makes the browser
     reload the page; ``jobs_link``, if given, is the href of a link back to the job list.
+    ``report`` is the job's gain report (``GET /v1/jobs/{id}/report``), drawn in the section
+    ``gain-report`` once asked for.
     The charts' containers have the ids in :data:`CHART_IDS`.
     """
     started = time.perf_counter()
@@ -542,7 +594,7 @@ def render_dashboard(
     body = (
         f"{header}<main>"
         f'<div class="cards">{best_card}{cards}</div>'
-        f"{_best_section(best)}{_certificate_section(certificate)}"
+        f"{_best_section(best)}{_gain_section(report)}{_certificate_section(certificate)}"
         f'<div class="grid">{"".join(charts)}</div><div style="height:18px"></div>'
         f"{_parameter_section(table)}{_spec_section(job)}</main>"
     )

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from service.api._deps import DashboardUser, QueryToken, SettingsDep, StoreDep
+from service.api._report import read_job_report
 from service.api._trials_sql import read_study_snapshot
 from service.artifacts import best_dir
 from service.store import Job, JobStore
@@ -62,7 +63,8 @@ def job_dashboard(
     token: QueryToken = None,
 ) -> HTMLResponse:
     """The job's dashboard: learning curves (projected and relaxed), θ schedules, equivariance
-    error, optimisation history, parameter importances and the best model's certificate."""
+    error, optimisation history, parameter importances, the best model's certificate and, once
+    asked for, the relaxation gain report."""
     from service.dashboard import render_dashboard
 
     job = store.get_job(job_id, user.tenant_filter)
@@ -72,6 +74,7 @@ def job_dashboard(
         _certificate(settings.artifacts, job),
         refresh_seconds=None if job.finished else _REFRESH_S,
         jobs_link="/v1/dashboard" + _token_suffix(token),
+        report=read_job_report(store, job),
     )
     return HTMLResponse(page)
 

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service.api._deps import CurrentUser, SettingsDep, StoreDep
+from service.api._report import check_report_seeds
 from service.api._schemas import ErrorDetail, JobPublic, JobsPublic
 from service.errors import LimitExceeded
 from service.settings import Settings
@@ -59,8 +60,6 @@ def _check_budget(spec: Any, settings: Settings) -> None:
             field="budget.epochs",
         )
     if spec.report is not None:
-        from service.api.routers.report import check_report_seeds
-
         check_report_seeds(spec.report.seeds, settings, "report.seeds")
 
 
