@@ -1,11 +1,14 @@
 """Search quality: the same trial budget for the ``baseline``, ``paper`` and ``relax`` presets,
-then the test metric of each search's best configuration retrained with new seeds.
+then the test metric of each search's best configuration retrained with new seeds, and the
+same configuration with the relaxation off (the ablation).
 
 Per task and preset, a job spec (same task, data, budget, ASHA settings and seed; only
 ``search_space`` differs) is searched with ``service.search.run_search`` on a temporary
-SQLite database. The best trial's full hyperparameters (``best["params"]``) are then
-retrained with ``workers.training.train`` for each new seed, and the projected model's TEST
-metric (``metrics.json`` of the checkpoint folder ``train`` writes) is averaged.
+SQLite database. Each search's gain report (``service.report.run_report``, what
+``report: {seeds: K}`` runs in the service) then retrains the best configuration on the
+report seeds as Ray trials, as found (the retraining line) and with the relaxation off (the
+ablation line, for presets whose best relaxes), each run's projected model's TEST metric
+measured once; the report's paired interval and verdict are printed per preset.
 
 Rotated MNIST reports the test error (1 − accuracy), N-body the test MSE; the relative
 improvement of ``relax`` over ``baseline`` is ``(baseline − relax) / baseline`` (goals: ≥ 15%
@@ -13,6 +16,8 @@ on rotated MNIST, ≥ 20% on N-body, with a smaller seed std).
 
     .venv/bin/python bench/search_quality.py [--quick] [--tasks rotated_mnist,nbody]
         [--seeds 3] [--workers 2]
+
+Retraining seeds are the report's fixed seeds (1000, 1001, …; the searches train with seed 0).
 
 The last line printed is the rotated-MNIST relative test-error improvement of relax over
 baseline.
@@ -124,48 +129,33 @@ def search(
     }
 
 
-def retrain(
-    task: str, cfg: dict[str, Any], params: dict[str, Any], seed: int, out: Path
+def gain_report(
+    task: str,
+    preset: str,
+    cfg: dict[str, Any],
+    n_seeds: int,
+    db_url: str,
+    artifacts: Path,
+    workers: int,
 ) -> dict[str, Any]:
-    """``workers.training.train`` of the best configuration with a new seed."""
-    from workers.training import TrialConfig, train
+    """The searched job's gain report: its best configuration retrained on ``n_seeds`` report
+    seeds, as found and with the relaxation off (``service.report.run_report``)."""
+    from search_spaces import parse_spec
+    from service.report import run_report
 
-    config = TrialConfig(
-        task=task,
-        model=cfg["model"],
-        data=cfg["data"],
-        hparams=dict(params),
-        epochs=cfg["budget"]["epochs"],
-        seed=seed,
-        device="cpu",
-    )
+    spec = parse_spec({**make_spec(task, preset, cfg), "report": {"seeds": n_seeds}})
     started = time.perf_counter()
-    result = train(config, out_dir=out)
-    return {
-        "seed": seed,
-        "test": test_error(task, result.metrics),
-        "val": result.metrics.get(f"val_{'accuracy' if task == 'rotated_mnist' else 'mse'}"),
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def _retrain_worker(args: tuple) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
-    warnings.filterwarnings("ignore")
-    return retrain(*args)
+    out = run_report(spec, f"bench-{task}-{preset}", db_url, artifacts, num_cpus=workers)
+    report = out["report"]
+    report["seconds"] = time.perf_counter() - started
+    return report
 
 
 def run_task(
-    task: str, cfg: dict[str, Any], seeds: list[int], workers: int, tmp: Path
+    task: str, cfg: dict[str, Any], n_seeds: int, workers: int, tmp: Path
 ) -> dict[str, Any]:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     db_url = f"sqlite:///{tmp}/{task}.db"
-    out: dict[str, Any] = {"config": cfg, "seeds": seeds, "presets": {}}
+    out: dict[str, Any] = {"config": cfg, "seeds": [], "presets": {}}
     for preset in PRESETS:
         print(
             f"[{time.strftime('%H:%M:%S')}] {task}: searching {preset} "
@@ -185,39 +175,39 @@ def run_task(
             flush=True,
         )
         print(f"  params: {json.dumps(r['best_params'], sort_keys=True)}", flush=True)
-    # retrain every preset's best with the new seeds, two processes at a time (one core each)
-    jobs = [
-        (
-            preset,
-            (
-                task,
-                cfg,
-                out["presets"][preset]["best_params"],
-                seed,
-                tmp / "retrain" / f"{task}-{preset}-{seed}",
-            ),
-        )
-        for preset in PRESETS
-        if "best_params" in out["presets"][preset]
-        for seed in seeds
-    ]
-    print(
-        f"[{time.strftime('%H:%M:%S')}] {task}: retraining {len(jobs)} runs ({workers} at a time)",
-        flush=True,
-    )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [(preset, pool.submit(_retrain_worker, args)) for preset, args in jobs]
-        for preset, fut in futures:
-            r = fut.result()
-            out["presets"][preset].setdefault("retrain", []).append(r)
-            print(
-                f"  {preset} seed {r['seed']}: test {r['test']:.5f} ({r['seconds']:.0f}s)",
-                flush=True,
-            )
+    # every preset's gain report: the best retrained on the report seeds, both arms
     for preset in PRESETS:
         p = out["presets"][preset]
-        if "retrain" in p:
+        if "best_params" not in p:
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {task}: gain report of {preset}", flush=True)
+        report = gain_report(task, preset, cfg, n_seeds, db_url, tmp / "artifacts", workers)
+        p["report"] = report
+        p["retrain"] = [
+            {"seed": r["seed"], "test": r["as_found"]}
+            for r in report["runs"]
+            if r["as_found"] is not None
+        ]
+        p["ablation"] = [
+            {"seed": r["seed"], "test": r["relaxation_off"]}
+            for r in report["runs"]
+            if r["relaxation_off"] is not None
+        ]
+        for r in report["runs"]:
+            off = r["relaxation_off"]
+            print(
+                f"  {preset} seed {r['seed']}: test {r['as_found']}"
+                + (f", relaxation off {off}" if off is not None else ""),
+                flush=True,
+            )
+        print(f"  {report['verdict']} ({report['seconds']:.0f}s)", flush=True)
+        out["seeds"] = report["seeds"]
+    for preset in PRESETS:
+        p = out["presets"][preset]
+        if p.get("retrain"):
             p["test_mean"], p["test_std"] = mean_std([r["test"] for r in p["retrain"]])
+        if p.get("ablation"):
+            p["ablation_mean"], p["ablation_std"] = mean_std([r["test"] for r in p["ablation"]])
     return out
 
 
@@ -228,7 +218,7 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
     for preset in PRESETS:
         p = presets[preset]
         if "test_mean" not in p:
-            rows.append([preset, "failed", "-", "-", "-", "-", p.get("error", "")])
+            rows.append([preset, "failed", "-", "-", "-", "-", "-", "-", p.get("error", "")])
             continue
         rows.append(
             [
@@ -239,6 +229,8 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
                 p["test_std"],
                 statistics.median(r["test"] for r in p["retrain"]),
                 ", ".join(f"{r['test']:.4g}" for r in p["retrain"]),
+                p.get("ablation_mean", "-"),
+                p["report"]["verdict"],
             ]
         )
     improvement = None
@@ -260,6 +252,8 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
             "test std",
             "test median",
             "per seed",
+            "relaxation off: test mean",
+            "gain report",
         ],
         rows,
     )
@@ -298,7 +292,6 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n_seeds = args.seeds or (2 if args.quick else 3)
-    seeds = list(range(1, n_seeds + 1))  # the searches train with seed 0
     chosen = args.tasks or ("rotated_mnist" if args.quick else "rotated_mnist,nbody")
     tasks = [t for t in chosen.split(",") if t]
     # MNIST last, so its improvement is the last line
@@ -313,7 +306,7 @@ def main() -> None:
             cfg = sizes(args.quick)[task]
             if args.trials:
                 cfg["budget"]["trials"] = args.trials
-            result = run_task(task, cfg, seeds, args.workers, Path(tmp))
+            result = run_task(task, cfg, n_seeds, args.workers, Path(tmp))
             result["seconds"] = time.perf_counter() - t0
             summaries[task], improvements[task] = summarise(task, result)
             result["relax_vs_baseline"] = improvements[task]
