@@ -208,3 +208,58 @@ def test_empty_study_and_jobs_list_render_cleanly(browser: Any, tmp_path: Path) 
         assert problems == []
     finally:
         page.close()
+
+
+GAIN_REPORT = {
+    "status": "complete",
+    "quantity": "test error",
+    "better": "lower",
+    "seeds": [1000, 1001, 1002],
+    "search_seed": 0,
+    "source_trial": 5,
+    "runs": [
+        {"seed": 1000, "as_found": 0.081, "relaxation_off": 0.094, "difference": -0.013},
+        {"seed": 1001, "as_found": 0.079, "relaxation_off": 0.088, "difference": -0.009},
+        {"seed": 1002, "as_found": 0.085, "relaxation_off": 0.091, "difference": -0.006},
+    ],
+    "arms": {
+        "as_found": {"n": 3, "mean": 0.0817, "median": 0.081, "std": 0.0031},
+        "relaxation_off": {"n": 3, "mean": 0.0910, "median": 0.091, "std": 0.003},
+    },
+    "difference": {
+        "mean": -0.00933,
+        "ci": [-0.01811, -0.00056],
+        "method": "paired t interval",
+    },
+    "verdict": "relaxation helps: \u221210.3 % test error, 95 % CI [\u221219.9 %, \u22120.6 %], "
+    "3 of 3 seeds better",
+    "progress": {"done": 6, "total": 6, "running": 0, "failed": 0},
+}
+
+
+def test_gain_section_draws_the_paired_points_and_the_interval(
+    browser: Any, tmp_path: Path
+) -> None:
+    job = {
+        "id": "demo",
+        "name": "gain",
+        "status": "succeeded",
+        "spec": {"objective": {"metric": "val_accuracy", "mode": "max"}},
+    }
+    path = tmp_path / "gain.html"
+    page_html = dashboard.render_dashboard(_study(12), job, CERTIFICATE, report=GAIN_REPORT)
+    path.write_text(page_html, encoding="utf-8")
+    page, problems = _open(browser, path)
+    try:
+        section = page.locator("#gain-report")
+        assert "relaxation helps" in section.locator(".verdict").inner_text()
+        svg = section.locator(".js-plotly-plot .main-svg").first
+        svg.wait_for(state="attached", timeout=10_000)
+        box = svg.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 200
+        # both arms' points (3 seeds each) and the interval's error bar are drawn
+        assert section.locator(".scatterlayer .point").count() >= 3 * 2 + 3 + 1
+        assert section.locator(".errorbar").count() >= 1
+        assert problems == []
+    finally:
+        page.close()
