@@ -454,6 +454,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _foreground_report_runner(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``service.report.run_report`` printing each run and the verdict (foreground commands)."""
+    from service.report import run_report
+
+    return run_report(*args, show_progress=True, **kwargs)
+
+
 def _report_local(args: argparse.Namespace) -> int:
     """``report --local``: run the report in the foreground on --db/--artifacts (with
     --seeds), then print it from the database."""
@@ -471,17 +478,12 @@ def _report_local(args: argparse.Namespace) -> int:
         job = store.request_report(args.job, args.seeds)
         worker = f"cli-{socket.gethostname()}-{os.getpid()}"
         job = store.claim(job.id, worker)
-        from service.report import run_report
-
-        def runner(*a: Any, **kw: Any) -> dict[str, Any]:
-            return run_report(*a, show_progress=True, **kw)
-
         controller = Controller(
             store,
             _settings(args),
             worker_id=worker,
             requeue_on_stop=False,
-            report_runner=runner,
+            report_runner=_foreground_report_runner,
         )
         _stop_on_signals(controller.stop)
         finished = controller.run_job(job)
@@ -697,7 +699,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary.update(result)
         return result
 
-    controller = Controller(store, settings, runner=runner, worker_id=worker, requeue_on_stop=False)
+    controller = Controller(
+        store,
+        settings,
+        runner=runner,
+        worker_id=worker,
+        requeue_on_stop=False,
+        report_runner=_foreground_report_runner,
+    )
     _stop_on_signals(controller.stop)
     try:
         finished = controller.run_job(job)

@@ -320,7 +320,9 @@ def run_report(
             f"gain report of job {job_id}: best trial #{best.number} on seeds "
             f"{gain.report_seeds(k, spec.seed)}; {len(todo)} of {len(runs)} runs to train"
         )
-    if todo and not (should_stop is not None and should_stop()):
+    if should_stop is not None and should_stop():
+        stop_event.set()  # cancelled (or shutting down) before the first run
+    if todo and not stop_event.is_set():
         _train(
             spec,
             job_id,

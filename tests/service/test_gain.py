@@ -213,3 +213,42 @@ def test_api_and_cli_ask_for_a_report(
         cli.main(["report", running.id, "--seeds", "2"])
     assert refused_cli.value.code == 1
     assert "is running" in capsys.readouterr().err
+
+
+def test_cli_report_local_runs_only_the_report_of_a_finished_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import sys
+    import types
+
+    db, artifacts = f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "artifacts"
+    store = JobStore(db)
+    store.upgrade()
+    done = _job(store, "succeeded")
+    (artifacts / "jobs" / done.id).mkdir(parents=True)
+    (artifacts / "jobs" / done.id / "best.json").write_text(json.dumps({"trial": 0}))
+    calls: list[dict[str, Any]] = []
+    fake = types.ModuleType("service.report")
+    verdict = "relaxation helps: \u22121.0 % test error"
+
+    def run_report(spec: Any, job_id: str, db_url: str, art: Path, **kw: Any) -> Any:
+        calls.append({"seeds": spec.report.seeds, "job_id": job_id, **kw})
+        return {"status": "complete", "report": {"verdict": verdict}}
+
+    def read_report(spec: Any, job_id: str, db_url: str, **kw: Any) -> Any:
+        return {"job_id": job_id, "status": "complete", "verdict": verdict, "seeds": [1000]}
+
+    def no_search(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the search of a finished job must not run again")
+
+    fake.run_report, fake.read_report = run_report, read_report  # type: ignore[attr-defined]
+    search = types.ModuleType("service.search")
+    search.run_search = no_search  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "service.report", fake)
+    monkeypatch.setitem(sys.modules, "service.search", search)
+    argv = ["report", done.id, "--seeds", "3", "--local", "--db", db]
+    assert cli.main([*argv, "--artifacts", str(artifacts)]) == 0
+    assert [c["seeds"] for c in calls] == [3] and calls[0]["show_progress"] is True
+    assert store.get_job(done.id).status == "succeeded"
+    assert verdict in capsys.readouterr().out
+    store.close()
