@@ -99,7 +99,9 @@ def _settled_keys(study: optuna.Study, source_trial: int) -> set[tuple[str, int]
 
 
 class _Recording:
-    """Records each run's epochs and outcome in its Optuna trial (driver side).
+    """Records each run in its own Optuna trial (driver side): the trial is created when Tune
+    starts the run (a run that never started leaves no record), then gets its epochs and its
+    outcome.
 
     Tune pickles its callbacks with the experiment state, so the callback
     (:class:`_ReportRecorder`) carries only a key into :data:`_RECORDINGS`.
@@ -107,19 +109,29 @@ class _Recording:
 
     def __init__(
         self,
-        trials: list[optuna.trial.Trial],
+        attrs: list[dict[str, Any]],
         study: optuna.Study,
         cancelled: threading.Event,
         echo: Callable[[str], None] | None,
         quantity: gain.Quantity,
     ) -> None:
-        self.trials, self.study = trials, study
+        self.attrs, self.study = attrs, study
         self.cancelled, self.echo, self.quantity = cancelled, echo, quantity
+        self.trials: dict[int, optuna.trial.Trial] = {}
         self.history: dict[int, list[dict[str, Any]]] = {}
         self.final: dict[int, dict[str, Any]] = {}
         self.closed: set[int] = set()
 
+    def start(self, index: int) -> None:
+        if index in self.trials:  # Ray retrying the run: the same record goes on
+            return
+        ot = self.study.ask()
+        for key, value in self.attrs[index].items():
+            ot.set_user_attr(key, value)
+        self.trials[index] = ot
+
     def result(self, index: int, result: dict[str, Any]) -> None:
+        self.start(index)
         if "test_value" in result or "diverged" in result:
             self.final[index] = dict(result)
             return
@@ -138,6 +150,7 @@ class _Recording:
         ot.set_user_attr("history", history)
 
     def complete(self, index: int) -> None:
+        self.start(index)
         ot = self.trials[index]
         final = self.final.get(index, {})
         test, val = _finite(final.get("test_value")), _finite(final.get("val_value"))
@@ -159,7 +172,7 @@ class _Recording:
             self.close(index, TrialState.FAIL, None, reason)
 
     def close(self, index: int, state: TrialState, value: float | None, reason: str | None) -> None:
-        if index in self.closed:
+        if index in self.closed or index not in self.trials:
             return
         ot = self.trials[index]
         if reason is not None:
@@ -192,6 +205,10 @@ class _ReportRecorder(_callback_base()):
         from workers.trainable import REPORT_RUN
 
         return _RECORDINGS[self.key], int(trial.config[REPORT_RUN])
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        recording, index = self._target(trial)
+        recording.start(index)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -374,18 +391,16 @@ def _train(
     from workers.trainable import REPORT_RUN, report_trial
 
     _ray_init(ray_address, num_cpus)
-    trials = []
-    for run in todo:
-        ot = study.ask()
-        for key, value in (
-            (gain.ATTR_ARM, run.arm),
-            (gain.ATTR_SEED, run.seed),
-            (gain.ATTR_SOURCE, source_trial),
-            (gain.ATTR_HPARAMS, run.hparams),
-            (gain.ATTR_DIR, str(folder / run.folder)),
-        ):
-            ot.set_user_attr(key, value)
-        trials.append(ot)
+    attrs = [
+        {
+            gain.ATTR_ARM: run.arm,
+            gain.ATTR_SEED: run.seed,
+            gain.ATTR_SOURCE: source_trial,
+            gain.ATTR_HPARAMS: run.hparams,
+            gain.ATTR_DIR: str(folder / run.folder),
+        }
+        for run in todo
+    ]
     base = {
         **trial_base(spec, folder),
         "data_seed": spec.seed,  # the search's data split for every run
@@ -399,7 +414,7 @@ def _train(
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
     )
     key = f"{job_id}-{time.monotonic_ns()}"
-    recording = _RECORDINGS[key] = _Recording(trials, study, stop_event, echo, quantity)
+    recording = _RECORDINGS[key] = _Recording(attrs, study, stop_event, echo, quantity)
     ray_storage = str(storage_path or (folder.parent / "ray"))
     if "://" not in ray_storage:
         ray_storage = str(Path(ray_storage).expanduser().resolve())
@@ -442,6 +457,6 @@ def _train(
         finished.set()
         watcher.join(timeout=5)
         reason = "job cancelled" if stop_event.is_set() else "stopped before its end"
-        for index in range(len(trials)):  # anything Tune ended without telling the recording
+        for index in range(len(todo)):  # anything Tune ended without telling the recording
             recording.close(index, TrialState.FAIL, None, reason)
         del _RECORDINGS[key]

@@ -65,7 +65,7 @@ def test_report_survives_a_controller_kill_and_a_cancel(tmp_path: Path) -> None:
 
     proc = start_process(relaxtune_args(*argv), log)
     try:
-        before, _ = wait_for(
+        before, killed = wait_for(
             lambda: _alive(proc, log) and complete_and_running(1),
             420,
             "a finished report run and one running with a saved epoch",
@@ -74,8 +74,9 @@ def test_report_survives_a_controller_kill_and_a_cancel(tmp_path: Path) -> None:
     finally:
         kill_group(proc)  # SIGKILL: the controller and its Ray, mid-report
     assert store.get_job(job.id).status == "running"
-    killed = [t for t in _report_trials(db, job.id) if t.state == TrialState.RUNNING]
-    assert killed
+    # a run is recorded when it starts: the killed one is the only one left RUNNING
+    left = [t.number for t in _report_trials(db, job.id) if t.state == TrialState.RUNNING]
+    assert left == [t.number for t in killed]
 
     proc = start_process(relaxtune_args(*argv), log)  # restarts, resumes the report
     try:
