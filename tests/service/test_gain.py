@@ -252,3 +252,22 @@ def test_cli_report_local_runs_only_the_report_of_a_finished_job(
     assert store.get_job(done.id).status == "succeeded"
     assert verdict in capsys.readouterr().out
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("report_value", "message"),
+    [
+        ({"seeds": 1}, "greater than or equal to 2"),
+        ({"seeds": 51}, "less than or equal to 50"),
+        ({"seeds": True}, "valid integer"),
+        ({"seeds": 3, "arms": 3}, "unknown field 'arms'"),
+    ],
+)
+def test_spec_report_key_is_validated_naming_its_field(report_value: Any, message: str) -> None:
+    from search_spaces import SpecError
+
+    assert parse_spec(SPEC).report is None  # default off
+    assert parse_spec({**SPEC, "report": {"seeds": 3}}).report.seeds == 3
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**SPEC, "report": report_value})
+    assert refused.value.field.startswith("report") and message in refused.value.message
