@@ -302,6 +302,7 @@ def run_report(
         raise ValueError("no report seeds: give seeds or set report.seeds in the spec")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     storage = optuna_storage(db_url)
     try:
         search = optuna.load_study(study_name=study_name(job_id), storage=storage)
