@@ -228,6 +228,9 @@ def _progress_text(progress: dict[str, Any]) -> str:
         text += f", stage {progress['stage']} of 2"
     if best is not None:
         text += f", best {best:.4g}" if isinstance(best, int | float) else f", best {best}"
+    report = progress.get("report")
+    if isinstance(report, dict):  # the gain report's runs, once the search has finished
+        text += f"; gain report {report.get('done', 0)}/{report.get('total', '?')} runs"
     return text
 
 

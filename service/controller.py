@@ -1,6 +1,8 @@
 """The controller: claims queued jobs from the store and runs each search to its end.
 
-One controller runs one search at a time (the search itself runs many trials in parallel on
+A job whose spec asks for a gain report (``report: {seeds: K}``) runs its search, then the
+report (``service.report.run_report``); a job queued again for its report skips the finished
+search. One controller runs one search at a time (the search itself runs many trials in parallel on
 Ray). Several controllers may share a database: claiming is atomic. A controller restarting
 under the same ``worker_id`` first puts the jobs it had left ``running`` back in the queue, and
 any controller requeues jobs whose driver stopped heartbeating (``stale_after_s``); the search
