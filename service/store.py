@@ -637,6 +637,15 @@ class JobStore:
         job is a :class:`Conflict`; ``max_active`` limits the tenant's queued or running jobs
         as in :meth:`create_job`.
         """
+        from search_spaces import MAX_REPORT_SEEDS, MIN_REPORT_SEEDS
+
+        if isinstance(seeds, bool) or not isinstance(seeds, int):
+            raise ValueError(f"report seeds must be an integer, got {seeds!r}")
+        if not MIN_REPORT_SEEDS <= seeds <= MAX_REPORT_SEEDS:
+            # the stored spec must stay valid: the controller parses it again
+            raise ValueError(
+                f"report seeds must lie in [{MIN_REPORT_SEEDS}, {MAX_REPORT_SEEDS}], got {seeds}"
+            )
         current = self.get_job(job_id, tenant)  # NotFound for another tenant's job
         reopen = current.status == "succeeded" or (
             current.status == "cancelled" and "report" in current.progress

@@ -159,6 +159,8 @@ def test_store_reopens_a_finished_job_for_its_report(store: JobStore) -> None:
     job = store.request_report(done.id, 3, "alice")
     assert job.status == "queued" and job.spec["report"] == {"seeds": 3}
     assert job.best == {"trial": 0} and job.finished_at is None
+    with pytest.raises(ValueError, match=r"\[2, 50\], got 1"):
+        store.request_report(done.id, 1)  # the stored spec must stay valid
     queued = _job(store, "queued")
     assert store.request_report(queued.id, 2).status == "queued"
     with pytest.raises(NotFound):
