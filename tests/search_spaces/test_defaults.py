@@ -28,6 +28,8 @@ def _documented_defaults() -> dict[str, str]:
         if len(cells) != 3 or not cells[0].startswith("`"):
             continue
         keys = re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[0])
+        if not keys:  # another table of the same shape (e.g. the task options)
+            continue
         values = [v.strip().strip("`") for v in cells[2].split("/")]
         assert len(keys) == len(values), line
         rows.update(zip(keys, values, strict=True))
