@@ -261,6 +261,10 @@ def test_projection_is_idempotent(case):
 
 def test_projection_distance_of_projected_free_term_is_zero(case):
     layer = case.make()
+    # relative to the penalty of the random free term: the float32 projection leaves a
+    # residual of ~1e-6 of it (the absolute value depends on the layer's size and init)
+    before = float(layer.penalty_proj())
+    assert before > 0
     with torch.no_grad():
         if isinstance(layer, RelaxedVectorLinear):
             from workers.relax import project_vector_map
@@ -273,7 +277,7 @@ def test_projection_distance_of_projected_free_term_is_zero(case):
             layer.free.copy_(layer.projector.project(layer.free))
             if layer.free_bias is not None:
                 layer.free_bias.zero_()
-    assert float(layer.penalty_proj()) < 1e-10
+    assert float(layer.penalty_proj()) < 1e-4 * before
 
 
 def test_export_matches_projected(case):
