@@ -30,6 +30,7 @@ from ._export import (
     register_exporter,
     to_torchscript,
 )
+from ._normalisation import normalisation_layers, recompute_normalisation, sample_batches
 from ._penalties import PENALTIES, compute_penalties
 from ._projection import project_model, reset_free_terms
 from ._scalar_vector import (
@@ -67,6 +68,8 @@ __all__ = [
     "project_model",
     "project_scalar_vector_map",
     "project_vector_map",
+    "normalisation_layers",
+    "recompute_normalisation",
     "record_inputs",
     "register_exporter",
     "relax_model",
@@ -75,6 +78,7 @@ __all__ = [
     "relaxed_layers",
     "reset_free",
     "reset_free_terms",
+    "sample_batches",
     "set_layer_strengths",
     "set_theta",
     "to_torchscript",

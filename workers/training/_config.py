@@ -22,6 +22,9 @@ class TrialConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     eval_samples: int = 16  # validation inputs used to measure equivariance each epoch
     tolerance: float = 1e-4  # certificate tolerance on the exact group elements
+    #: training samples the projected model's normalisation statistics are recomputed on
+    #: before it is validated, tested, exported or certified (0: keep the running statistics)
+    norm_samples: int = 1024
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,9 +25,11 @@ from workers.relax import (
     compute_penalties,
     make_schedule,
     project_model,
+    recompute_normalisation,
     record_inputs,
     relaxed_layers,
     reset_free_terms,
+    sample_batches,
     set_layer_strengths,
     set_theta,
 )
@@ -141,6 +143,10 @@ class Trainer:
         self.eval_inputs = tuple(
             t.to(self.device) for t in next(iter(DataLoader(self.splits.val, batch_size=n)))[:-1]
         )
+        # fixed training inputs the projected model's normalisation statistics are measured on
+        self.norm_batches = sample_batches(
+            self.splits.train, config.norm_samples, seed=config.seed, device=self.device
+        )
         self.epoch = 0  # epochs completed
         self.amp = self.device.type == "cuda"
         self.reports: list[EpochReport] = []
@@ -205,7 +211,13 @@ class Trainer:
         return total / max(count, 1)
 
     def projected_model(self) -> nn.Module:
+        """The projected (exactly equivariant) copy of the model, in eval mode, with its
+        normalisation statistics recomputed on ``norm_batches``: the running statistics were
+        gathered with the free term active (METHOD.md §4). Every validation, test, export and
+        certificate goes through here."""
         projected = project_model(self.model, self.projection)
+        if self.norm_batches:
+            recompute_normalisation(projected, self.norm_batches)
         projected.eval()
         return projected
 
