@@ -28,7 +28,7 @@ SCHEDULE_FAMILIES: tuple[str, ...] = (
 #: The hyperparameters each schedule family reads (the others are ignored by that family).
 SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
     "none": (),
-    "triangular": ("relax.theta_max", "relax.peak"),
+    "triangular": ("relax.theta_max", "relax.peak", "relax.zero_at"),
     "linear_decay": ("relax.theta_max", "relax.zero_at"),
     "cosine": ("relax.theta_max", "relax.zero_at"),
     "step": ("relax.theta_max", "relax.zero_at"),
@@ -42,11 +42,20 @@ PROJECTIONS: tuple[str, ...] = ("orthogonal", "drop")
 #: Initialisations of the free term ``W``.
 INITS: tuple[str, ...] = ("zeros", "normal")
 
+#: Shapes of the activation penalties (norm, Lie): the authors' ``sqrt(Σ_batch,layers ‖W x‖²)``
+#: or the same divided by the batch size inside the root (batch-size independent).
+PENALTY_FORMS: tuple[str, ...] = ("per_sample", "paper")
+
+#: How θ scales the free term: ``θ·W`` or ``θ·rms(K_eq)·W`` (scale-aware).
+FREE_SCALES: tuple[str, ...] = ("plain", "rms")
+
 #: Keys whose value must come from a closed set.
 CHOICES: dict[str, tuple[str, ...]] = {
     "relax.schedule": SCHEDULE_FAMILIES,
+    "relax.penalty_form": PENALTY_FORMS,
     "relax.projection": PROJECTIONS,
     "relax.init": INITS,
+    "relax.free_scale": FREE_SCALES,
 }
 
 _DEFAULTS: dict[str, Any] = {
@@ -56,7 +65,8 @@ _DEFAULTS: dict[str, Any] = {
     "relax.schedule": "none",
     "relax.theta_max": 1.0,
     "relax.peak": 0.5,
-    "relax.zero_at": 0.75,
+    "relax.zero_at": 1.0,
+    "relax.min_tail": 0.1,
     "relax.warmup": 0.1,
     "relax.hold": 0.3,
     "relax.theta": 0.1,
@@ -64,9 +74,13 @@ _DEFAULTS: dict[str, Any] = {
     "relax.lambda_lie": 0.0,
     "relax.lambda_norm": 0.0,
     "relax.lambda_proj": 0.0,
+    "relax.penalty_form": "per_sample",
     "relax.projection": "orthogonal",
     "relax.init": "normal",
     "relax.init_std": 0.01,
+    "relax.free_scale": "plain",
+    "relax.free_lr_mult": 1.0,
+    "relax.free_weight_decay": 0.0,
 }
 
 # Admissible numeric values: (low, high, low inclusive, high inclusive). A search range or a
@@ -79,6 +93,7 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "relax.theta_max": (0.0, math.inf, True, False),
     "relax.peak": (0.0, 1.0, True, True),
     "relax.zero_at": (0.0, 1.0, False, True),
+    "relax.min_tail": (0.0, 1.0, True, False),
     "relax.warmup": (0.0, 1.0, True, True),
     "relax.hold": (0.0, 1.0, True, True),
     "relax.theta": (0.0, math.inf, True, False),
@@ -87,6 +102,8 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "relax.lambda_norm": (0.0, math.inf, True, False),
     "relax.lambda_proj": (0.0, math.inf, True, False),
     "relax.init_std": (0.0, math.inf, True, False),
+    "relax.free_lr_mult": (0.0, math.inf, False, False),
+    "relax.free_weight_decay": (0.0, math.inf, True, False),
 }
 
 _FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

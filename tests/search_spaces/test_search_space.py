@@ -221,20 +221,24 @@ def test_baseline_and_paper_presets_fix_the_relaxation() -> None:
     assert paper["relax.schedule"] == "triangular"
     assert (paper["relax.theta_max"], paper["relax.peak"]) == (1.0, 0.5)
     assert paper["relax.lambda_norm"] == 0.01
+    assert paper["relax.penalty_form"] == "paper"  # the authors' form with their weight
     assert paper["relax.projection"] == "drop"
+    assert paper["relax.zero_at"] == 1.0 and paper["relax.min_tail"] >= 0.1
 
 
 def test_relax_preset_conditions_each_family_on_its_own_parameters() -> None:
     space = load_preset("relax")
     params = space.params
     families = params["relax.schedule"].choices
-    assert set(families) == set(SCHEDULE_FAMILIES) - {"none"}
+    # every family ends at θ = 0 with a tail at 0 (constant never does)
+    assert set(families) == set(SCHEDULE_FAMILIES) - {"none", "constant"}
     for family in families:
         for key in SCHEDULE_PARAMS[family]:
             when = dict(params[key].when)
             assert family in when["relax.schedule"], (family, key)
     assert params["relax.theta_max"].log and params["relax.theta_max"].low == 0.01
-    assert params["relax.projection"].choices == ("orthogonal", "drop")
+    # dead dimensions once θ ends at 0: projection mode, free-term init
+    assert not {"relax.projection", "relax.init", "relax.init_std", "relax.theta"} & set(params)
     # Every warmup_hold_decay sample is a valid schedule: warmup + hold <= zero_at.
     assert params["relax.warmup"].high + params["relax.hold"].high <= params["relax.zero_at"].low
 
@@ -271,8 +275,8 @@ def test_merge_errors_name_the_override_field() -> None:
     assert info.value.field == "search_space.override.relax.theta_max.low"
     # Removing a parameter others are conditioned on is refused at the dependent parameter.
     with pytest.raises(SpecError) as info:
-        base.merged({"relax.init": None})
-    assert info.value.field == "search_space.relax.init_std.when.relax.init"
+        base.merged({"relax.schedule": None})
+    assert info.value.field == "search_space.relax.theta_max.when.relax.schedule"
 
 
 def test_with_fixed_keeps_conditions() -> None:
@@ -363,7 +367,7 @@ def test_sample_random_stays_in_range_and_is_reproducible() -> None:
     for point in points:
         assert 0.01 <= point["relax.theta_max"] <= 2.0
         assert point["optim.batch_size"] in (32, 64, 128)
-    assert {p["relax.schedule"] for p in points} == set(SCHEDULE_FAMILIES) - {"none"}
+    assert {p["relax.schedule"] for p in points} == set(SCHEDULE_FAMILIES) - {"none", "constant"}
     grid = SearchSpace.from_dict({"relax.peak": {"low": 0.2, "high": 0.8, "step": 0.2}})
     values = {round(grid.sample_random(s)["relax.peak"], 9) for s in range(50)}
     assert values == {0.2, 0.4, 0.6, 0.8}

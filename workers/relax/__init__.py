@@ -39,7 +39,13 @@ from ._scalar_vector import (
     act_on_features,
     project_scalar_vector_map,
 )
-from ._schedules import SCHEDULE_FAMILIES, Schedule, make_schedule, relaxation_end
+from ._schedules import (
+    SCHEDULE_FAMILIES,
+    Schedule,
+    make_schedule,
+    relaxation_end,
+    tail_fraction,
+)
 from ._vector import SO3_GENERATORS, RelaxedVectorLinear, VectorLinear, project_vector_map
 
 __all__ = [
@@ -81,5 +87,6 @@ __all__ = [
     "sample_batches",
     "set_layer_strengths",
     "set_theta",
+    "tail_fraction",
     "to_torchscript",
 ]

@@ -1,13 +1,20 @@
 """θ schedules: pure functions of training progress ``t ∈ [0, 1]`` (METHOD.md §2).
 
 A schedule holds no state: θ is recomputed from progress every step, so resuming a run
-continues the same curve. Every family except ``constant`` ends at exactly θ = 0.
+continues the same curve. Every family except ``constant`` ends at exactly θ = 0 and,
+built by :func:`make_schedule`, leaves a *tail* at θ = 0: the family's curve (defined on
+``[0, 1]``, its timing parameters ``peak``, ``zero_at``, ``warmup``, ``hold`` being fractions
+of that interval) is squeezed into ``[0, 1 − tail]``, and θ is exactly 0 from ``1 − tail`` on,
+so the network trains without the free term before it is dropped. ``tail`` is
+``relax.min_tail`` (default 0.1), and at least one epoch when the trainer says how many
+epochs there are (two or more). ``constant`` is the exception: it never reaches 0 (it exists
+to be projected at θ > 0) and gets no tail.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 SCHEDULE_FAMILIES = (
@@ -50,19 +57,23 @@ class NoneSchedule(Schedule):
 
 @dataclass(frozen=True)
 class TriangularSchedule(Schedule):
-    """0 → θ_max at ``peak`` → 0 at t = 1 (the paper: peak 0.5, θ_max 1)."""
+    """0 → θ_max at ``peak·zero_at`` → 0 at ``zero_at``, then 0 (the paper: peak 0.5,
+    θ_max 1, zero_at 1). ``peak`` is the apex's position within the triangle, so every
+    ``(peak, zero_at)`` pair is a valid triangle."""
 
     theta_max: float = 1.0
     peak: float = 0.5
+    zero_at: float = 1.0
     family: ClassVar[str] = "triangular"
 
     def __call__(self, t: float) -> float:
         t = _clip01(t)
-        if t >= 1.0:
+        if t >= self.zero_at:
             return 0.0
-        if t <= self.peak:
-            return self.theta_max * (t / self.peak if self.peak > 0 else 1.0)
-        return self.theta_max * (1.0 - t) / (1.0 - self.peak)
+        apex = self.peak * self.zero_at
+        if t <= apex:
+            return self.theta_max * (t / apex if apex > 0 else 1.0)
+        return self.theta_max * (self.zero_at - t) / (self.zero_at - apex)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class LinearDecaySchedule(Schedule):
     """θ_max → 0 linearly at ``zero_at``, then 0 (an equivariant fine-tuning phase)."""
 
     theta_max: float = 1.0
-    zero_at: float = 0.75
+    zero_at: float = 1.0
     family: ClassVar[str] = "linear_decay"
 
     def __call__(self, t: float) -> float:
@@ -85,7 +96,7 @@ class CosineSchedule(Schedule):
     """Cosine decay from θ_max to 0 at ``zero_at``."""
 
     theta_max: float = 1.0
-    zero_at: float = 0.75
+    zero_at: float = 1.0
     family: ClassVar[str] = "cosine"
 
     def __call__(self, t: float) -> float:
@@ -100,7 +111,7 @@ class StepSchedule(Schedule):
     """Constant θ_max, then 0 from ``zero_at`` on."""
 
     theta_max: float = 1.0
-    zero_at: float = 0.75
+    zero_at: float = 1.0
     family: ClassVar[str] = "step"
 
     def __call__(self, t: float) -> float:
@@ -114,7 +125,7 @@ class WarmupHoldDecaySchedule(Schedule):
     theta_max: float = 1.0
     warmup: float = 0.1
     hold: float = 0.3
-    zero_at: float = 0.75
+    zero_at: float = 1.0
     family: ClassVar[str] = "warmup_hold_decay"
 
     def __call__(self, t: float) -> float:
@@ -143,13 +154,63 @@ class ConstantSchedule(Schedule):
         return self.theta == 0.0
 
 
-def make_schedule(params: dict[str, Any]) -> Schedule:
+@dataclass(frozen=True)
+class TailedSchedule(Schedule):
+    """A decaying family squeezed into ``[0, 1 − tail]``, then exactly 0."""
+
+    inner: Schedule = field(default_factory=lambda: NoneSchedule())
+    tail: float = 0.1
+
+    @property
+    def family(self) -> str:  # type: ignore[override]
+        return self.inner.family
+
+    def __call__(self, t: float) -> float:
+        t = _clip01(t)
+        end = 1.0 - self.tail
+        if t >= end - 1e-9:  # the slack absorbs rounding of step / total (1 − 1/3 ≠ 2/3)
+            return 0.0
+        return self.inner(t / end)
+
+    def ends_at_zero(self) -> bool:
+        return True
+
+
+#: ``relax.min_tail`` when the parameters do not say
+DEFAULT_MIN_TAIL = 0.1
+
+
+def tail_fraction(min_tail: float, epochs: int | None = None) -> float:
+    """The share of training at θ = 0 at the end: ``min_tail``, and at least one epoch of
+    ``epochs`` when there are two or more (with one epoch there would be no relaxation)."""
+    tail = float(min_tail)
+    if epochs is not None and int(epochs) >= 2:
+        tail = max(tail, 1.0 / int(epochs))
+    return tail
+
+
+def make_schedule(params: dict[str, Any], epochs: int | None = None) -> Schedule:
     """Build a schedule from a plain dict.
 
     Accepts either short keys (``{"family": "triangular", "theta_max": 1, "peak": 0.5}``)
     or the flat hyperparameter keys (``relax.schedule``, ``relax.theta_max`` …); unused
     keys of other families are ignored, invalid values raise ``ValueError`` naming the key.
+    Every decaying family gets the θ = 0 tail of :func:`tail_fraction` (``min_tail``, and
+    one epoch of ``epochs`` at least); ``min_tail: 0`` without ``epochs`` gives the bare
+    family curve.
     """
+    base = _make_family(params)
+    if isinstance(base, (NoneSchedule, ConstantSchedule)):
+        return base
+    p = {k.removeprefix("relax."): v for k, v in params.items()}
+    min_tail = float(p.get("min_tail", DEFAULT_MIN_TAIL))
+    if not (0.0 <= min_tail < 1.0) or math.isnan(min_tail):
+        raise ValueError(f"relax.min_tail: {min_tail} outside [0, 1)")
+    tail = tail_fraction(min_tail, epochs)
+    return TailedSchedule(base, tail) if tail > 0 else base
+
+
+def _make_family(params: dict[str, Any]) -> Schedule:
     p = {k.removeprefix("relax."): v for k, v in params.items()}
     family = p.get("family", p.get("schedule", "none"))
     if family not in SCHEDULE_FAMILIES:
@@ -164,13 +225,15 @@ def make_schedule(params: dict[str, Any]) -> Schedule:
     if family == "none":
         return NoneSchedule()
     if family == "triangular":
-        return TriangularSchedule(num("theta_max", 1.0), num("peak", 0.5, 0.0, 1.0))
+        return TriangularSchedule(
+            num("theta_max", 1.0), num("peak", 0.5, 0.0, 1.0), num("zero_at", 1.0, 1e-6, 1.0)
+        )
     if family == "constant":
         return ConstantSchedule(num("theta", 0.1))
     if family in ("linear_decay", "cosine", "step"):
         cls = {"linear_decay": LinearDecaySchedule, "cosine": CosineSchedule, "step": StepSchedule}[family]
-        return cls(num("theta_max", 1.0), num("zero_at", 0.75, 1e-6, 1.0))
-    warmup, hold, zero_at = num("warmup", 0.1, 0.0, 1.0), num("hold", 0.3, 0.0, 1.0), num("zero_at", 0.75, 1e-6, 1.0)
+        return cls(num("theta_max", 1.0), num("zero_at", 1.0, 1e-6, 1.0))
+    warmup, hold, zero_at = num("warmup", 0.1, 0.0, 1.0), num("hold", 0.3, 0.0, 1.0), num("zero_at", 1.0, 1e-6, 1.0)
     if warmup + hold >= zero_at:
         # keep the family usable for any sampled values: squeeze warmup/hold into [0, zero_at)
         scale = 0.999 * zero_at / (warmup + hold)
@@ -179,7 +242,9 @@ def make_schedule(params: dict[str, Any]) -> Schedule:
 
 
 def relaxation_end(schedule: Schedule) -> float:
-    """Progress after which θ stays 0 (1.0 for ``constant``/``triangular``)."""
+    """Progress after which θ stays 0 (0 for ``none``, 1 for ``constant``)."""
     if isinstance(schedule, NoneSchedule):
         return 0.0
+    if isinstance(schedule, TailedSchedule):
+        return (1.0 - schedule.tail) * relaxation_end(schedule.inner)
     return float(getattr(schedule, "zero_at", 1.0))

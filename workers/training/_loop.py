@@ -106,7 +106,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.splits = self.task.build_data(config.seed if config.data_seed is None else config.data_seed)
         self.model: nn.Module = self.task.build_model(config.seed).to(self.device)
-        self.schedule = make_schedule(hp)
+        self.schedule = make_schedule(hp, epochs=config.epochs)
         self.relaxing = self.schedule.family != "none"
         self.projection = hp.get("relax.projection", "orthogonal")
         self.penalty_weights = {
