@@ -51,6 +51,7 @@ EPOCH_METRIC_KEYS: tuple[str, ...] = (
     "equivariance_error_relaxed",
     "equivariance_error_projected",
     "epoch_seconds",
+    "penalty_grad_ratio",
 )
 
 #: Final user attributes a finished trial carries (shown in the best-trial summary and table).

@@ -297,27 +297,75 @@ def test_export_matches_projected(case):
     assert (got - expected).abs().max() / expected.abs().max() < 1e-5
 
 
-def test_penalties_are_normalised(case):
-    """Doubling the batch (same samples twice) leaves every penalty unchanged."""
+def test_penalty_forms_over_the_full_batch(case):
+    """Doubling the batch (same samples twice): ``per_sample`` is unchanged, the authors'
+    ``paper`` form grows by √2 (a root of a sum), and ``paper`` is exactly
+    sqrt(Σ‖W x‖²) over the whole batch."""
     layer = case.make()
     layer.train()
     record_inputs(layer, True)
-    layer.penalty_samples = 10_000
     x = case.make_input(layer)
     layer(x)
-    one = compute_penalties(layer)
+    one = compute_penalties(layer, form="per_sample")
+    one_paper = compute_penalties(layer, form="paper")
     t = case.to_tensor(x)
+    with torch.no_grad():
+        if isinstance(x, enn.GeometricTensor):
+            free_out = layer._conv(t, layer.free, None) if hasattr(layer, "_conv") else F.linear(t, layer.free)
+        else:
+            free_out = t.reshape(t.shape[0], -1, layer.free.shape[1]) @ layer.free.t()
+    assert torch.allclose(one_paper["norm"], free_out.pow(2).sum().sqrt(), rtol=1e-5)
+    assert torch.allclose(one["norm"], (free_out.pow(2).sum() / t.shape[0]).sqrt(), rtol=1e-5)
     doubled = torch.cat([t, t])
     layer(
         enn.GeometricTensor(doubled, layer.in_type)
         if isinstance(x, enn.GeometricTensor)
         else doubled
     )
-    two = compute_penalties(layer)
+    two = compute_penalties(layer, form="per_sample")
+    two_paper = compute_penalties(layer, form="paper")
     assert set(one) == set(two) and "norm" in one and "proj" in one
     assert ("lie" in one) == case.continuous
     for key in one:
         assert torch.allclose(one[key], two[key], rtol=1e-5), key
+        factor = 1.0 if key == "proj" else math.sqrt(2.0)
+        assert torch.allclose(two_paper[key], factor * one_paper[key], rtol=1e-5), key
+
+
+def test_rms_free_scale_keeps_the_contract(case):
+    """``θ·rms(K_eq)·W``: θ = 0 still equals the projection, the orthogonal projection is
+    still equivariant, and the free term is scaled by the equivariant kernel's rms."""
+    layer = case.make()
+    layer.free_scale = "rms"
+    layer.eval()
+    x = case.make_input(layer)
+    layer.theta.fill_(0.0)
+    with torch.no_grad():
+        at_zero = case.to_tensor(layer(x))
+        projected = case.to_tensor(layer.projected("drop")(x))
+    assert torch.allclose(at_zero, projected, atol=1e-6)
+    layer.theta.fill_(0.7)
+    assert _equivariance_error(layer.projected("orthogonal"), case, layer) < 1e-5
+    with torch.no_grad():
+        plain_factor = float(layer.theta)
+        layer.free_scale = "plain"
+        plain = case.to_tensor(layer(x))
+        layer.free_scale = "rms"
+        rms = case.to_tensor(layer(x))
+        layer.theta.fill_(0.0)
+        base = case.to_tensor(layer(x))
+    ratio = float((rms - base).norm() / (plain - base).norm())
+    assert ratio == pytest.approx(_rms_of_equivariant(layer), rel=1e-4)
+    assert plain_factor == pytest.approx(0.7)
+
+
+def _rms_of_equivariant(layer) -> float:
+    if hasattr(layer, "combined_parameters"):
+        kernel, _ = layer.equivariant.expand_parameters()
+    else:
+        eq = layer.equivariant
+        kernel = eq.dense_weight() if hasattr(eq, "dense_weight") else torch.kron(eq.weight, torch.eye(3))
+    return float(kernel.detach().pow(2).mean().sqrt())
 
 
 # ---- Lie derivative --------------------------------------------------------------------

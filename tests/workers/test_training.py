@@ -86,7 +86,10 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
         assert (out / name).is_file(), name
     assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.pt"))
     certificate = json.loads((out / "certificate.json").read_text())
-    assert certificate["passed"] and certificate["max_error_exact"] < 1e-5
+    # float32 rounding only: the head's batch norm, with its statistics recomputed on the
+    # projected model, divides invariants of small spread (std ~0.1 after one epoch), which
+    # scales the rounding of the logits up to ~1e-5; the feature map stays near 5e-7
+    assert certificate["passed"] and certificate["max_error_exact"] < 5e-5
     assert certificate["relaxed_errors"], "relaxed model's errors are recorded too"
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"test_{metrics['metric']}" in metrics and len(metrics["history"]) == 1
@@ -107,14 +110,32 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
 
 
 def test_epoch_reports_track_projected_and_relaxed(tmp_path):
-    trainer = Trainer(_config("nbody", epochs=2, **{"relax.init": "normal", "relax.init_std": 0.1}))
+    trainer = Trainer(_config("nbody", epochs=3, **{"relax.init": "normal", "relax.init_std": 0.1}))
     reports = trainer.fit().reports
-    assert [r.epoch for r in reports] == [1, 2]
-    mid, end = reports
-    assert mid.theta == pytest.approx(1.0)  # triangular peak at half of training
+    assert [r.epoch for r in reports] == [1, 2, 3]
+    # the triangle is squeezed into [0, 2/3]: the last epoch (min_tail, one epoch at least)
+    # trains at θ = 0, and the peak is at 1/3
+    mid, _, end = reports
+    assert mid.theta == pytest.approx(1.0)
     assert mid.equivariance_error_relaxed > 1e-3 > 1e-5 > mid.equivariance_error_projected
     assert end.theta == 0.0 and end.equivariance_error_relaxed < 1e-5  # θ = 0: equivariant again
     assert mid.penalty_norm is not None and mid.penalty_proj is not None
+    assert mid.penalty_grad_ratio is not None and mid.penalty_grad_ratio > 0
+    # at θ = 0 the penalties are not computed (the free term does not act)
+    assert end.penalty_norm is None and end.penalty_grad_ratio is None
+
+
+def test_free_weights_have_their_own_optimiser_group():
+    config = _config(
+        "nbody", **{"optim.lr": 2e-3, "optim.weight_decay": 1e-4, "relax.free_lr_mult": 0.1, "relax.free_weight_decay": 0.5}
+    )
+    trainer = Trainer(config)
+    main, free = trainer.optimizer.param_groups
+    assert (main["lr"], main["weight_decay"]) == (2e-3, 1e-4)
+    assert free["lr"] == pytest.approx(2e-4) and free["weight_decay"] == 0.5
+    layer_free = {id(p) for m in trainer.model.modules() if hasattr(m, "free_parameters") for p in m.free_parameters()}
+    assert {id(p) for p in free["params"]} == layer_free
+    assert not layer_free & {id(p) for p in main["params"]}
 
 
 def test_deterministic_for_a_seed_and_resume_continues_the_same_run(tmp_path):

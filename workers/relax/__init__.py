@@ -9,8 +9,10 @@ from ._base import (
     FreeInit,
     ProjectionMode,
     RelaxedLayer,
+    free_parameters,
     record_inputs,
     relaxed_layers,
+    set_free_scale,
     set_layer_strengths,
     set_theta,
 )
@@ -31,7 +33,7 @@ from ._export import (
     to_torchscript,
 )
 from ._normalisation import normalisation_layers, recompute_normalisation, sample_batches
-from ._penalties import PENALTIES, compute_penalties
+from ._penalties import PENALTIES, PENALTY_FORMS, compute_penalties
 from ._projection import project_model, reset_free_terms
 from ._scalar_vector import (
     RelaxedScalarVectorLinear,
@@ -50,6 +52,7 @@ from ._vector import SO3_GENERATORS, RelaxedVectorLinear, VectorLinear, project_
 
 __all__ = [
     "PENALTIES",
+    "PENALTY_FORMS",
     "SCHEDULE_FAMILIES",
     "SO3_GENERATORS",
     "BlockProjector",
@@ -69,6 +72,7 @@ __all__ = [
     "compute_penalties",
     "export_escnn",
     "field_generator_action",
+    "free_parameters",
     "make_certificate",
     "make_schedule",
     "project_model",
@@ -85,6 +89,7 @@ __all__ = [
     "reset_free",
     "reset_free_terms",
     "sample_batches",
+    "set_free_scale",
     "set_layer_strengths",
     "set_theta",
     "tail_fraction",

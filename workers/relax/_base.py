@@ -22,20 +22,24 @@ class RelaxedLayer(nn.Module):
     * ``projected(mode)`` returns a *new* module of the original equivariant type (no
       relaxation term) equal to ``f_eq + θ·Π(W)`` for ``"orthogonal"`` and ``f_eq`` for
       ``"drop"``; applying it twice changes nothing (idempotent).
-    * ``penalty_norm`` / ``penalty_lie`` / ``penalty_proj`` are means (per element), so
-      their weights do not depend on batch size, width or depth. ``penalty_lie`` returns
-      ``None`` for groups without a Lie algebra (C_N). The activation penalties use the
-      input recorded by the last forward pass while ``record_inputs`` is on (detached,
-      at most ``penalty_samples`` samples), so only ``W`` receives their gradient.
+    * ``penalty_norm`` / ``penalty_lie`` are the activation penalties' *sums of squares*
+      over the whole recorded batch (``Σ ‖W x‖²``, ``Σ_A ‖L_A(W) x‖²``); how they become a
+      penalty (the authors' root of the sum over batch and layers, or per sample) is decided
+      by :func:`workers.relax.compute_penalties`. They use the input recorded by the last
+      forward pass while ``record_inputs`` is on (detached, so only ``W`` receives their
+      gradient), and ``recorded_samples`` is that input's batch size. ``penalty_lie`` returns
+      ``None`` for groups without a Lie algebra (C_N).
+    * ``penalty_proj`` is a mean per element of ``‖W − Π(W)‖²``.
+    * ``free_scale`` (``"plain"`` or ``"rms"``) says what multiplies ``W``: ``θ`` or
+      ``θ·rms(K_eq)`` (the root mean square of the equivariant kernel, detached), see
+      :meth:`free_factor`; projection uses the same factor.
     """
-
-    #: how many samples of the batch the activation penalties look at (unbiased: per-sample mean)
-    penalty_samples: int = 4
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("theta", torch.zeros(()), persistent=True)
         self.strength: float = 1.0
+        self.free_scale: str = "plain"
         self.record_inputs: bool = False
         self._recorded: object | None = None
 
@@ -58,7 +62,24 @@ class RelaxedLayer(nn.Module):
     # ---- shared -------------------------------------------------------------------
     def _record(self, x: torch.Tensor) -> None:
         if self.record_inputs and self.training:
-            self._recorded = x[: self.penalty_samples].detach()
+            self._recorded = x.detach()
+
+    @property
+    def recorded_samples(self) -> int:
+        """Batch size (leading dimension) of the recorded input; 0 when nothing is recorded."""
+        x = self._recorded
+        return 0 if x is None else int(x.shape[0])
+
+    def free_factor(self, equivariant_kernel: torch.Tensor) -> torch.Tensor:
+        """What multiplies ``W``: ``θ`` (``plain``) or ``θ·rms(K_eq)`` (``rms``), with
+        ``K_eq`` the equivariant kernel in the same dense layout as ``W`` (detached: the
+        scale follows the equivariant weights but passes them no gradient)."""
+        if self.free_scale == "rms":
+            rms = equivariant_kernel.detach().pow(2).mean().sqrt()
+            return self.theta * rms
+        if self.free_scale != "plain":
+            raise ValueError(f"relax.free_scale: expected 'plain' or 'rms', got {self.free_scale!r}")
+        return self.theta
 
     def extra_repr(self) -> str:
         return f"theta={float(self.theta):.4g}, strength={self.strength:.4g}"
@@ -123,6 +144,19 @@ def set_layer_strengths(model: nn.Module, strengths: list[float] | float | None)
         values = [float(s) for s in strengths]
     for layer, s in zip(layers, values, strict=True):
         layer.strength = s
+
+
+def set_free_scale(model: nn.Module, mode: str) -> None:
+    """``relax.free_scale`` for every relaxed layer: ``plain`` (θ·W) or ``rms`` (θ·rms(K_eq)·W)."""
+    if mode not in ("plain", "rms"):
+        raise ValueError(f"relax.free_scale: expected 'plain' or 'rms', got {mode!r}")
+    for layer in relaxed_layers(model):
+        layer.free_scale = mode
+
+
+def free_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The free-term parameters of every relaxed layer (in layer order)."""
+    return [p for layer in relaxed_layers(model) for p in layer.free_parameters()]
 
 
 def record_inputs(model: nn.Module, on: bool) -> None:

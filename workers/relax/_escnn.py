@@ -123,9 +123,10 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
     # ---- forward -------------------------------------------------------------------
     def combined_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         filt, bias = self.equivariant.expand_parameters()
-        filt = filt + self.theta * self.free
+        factor = self.free_factor(filt)
+        filt = filt + factor * self.free
         if bias is not None and self.free_bias is not None:
-            bias = bias + self.theta * self.free_bias
+            bias = bias + factor * self.free_bias
         return filt, bias
 
     def evaluate_output_shape(self, input_shape):  # escnn's abstract API
@@ -142,10 +143,11 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         out.train()  # escnn caches the expanded filter in eval mode: rebuild it after the edit
         if mode == "orthogonal":
             with torch.no_grad():
-                theta = float(self.theta)
-                out.weights.add_(theta * self.projector.coefficients(self.free.detach()))
+                filt, _ = self.equivariant.expand_parameters()
+                factor = float(self.free_factor(filt))
+                out.weights.add_(factor * self.projector.coefficients(self.free.detach()))
                 if out.bias is not None and self.free_bias is not None:
-                    out.bias.add_(theta * (self.bias_pinv @ self.free_bias.detach()))
+                    out.bias.add_(factor * (self.bias_pinv @ self.free_bias.detach()))
         out.train(self.training)
         return out
 
@@ -181,7 +183,7 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
     def penalty_norm(self) -> torch.Tensor | None:
         if self._recorded is None:
             return None
-        return self._conv(self._recorded, self.free, None).pow(2).mean()
+        return self._conv(self._recorded, self.free, None).pow(2).sum()
 
     def lie_derivative(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         """``L_A(W) x = W(dρ_in(A) x) − dρ_out(A)(W x)`` for the rotation generator ``A``.
@@ -202,7 +204,7 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
     def penalty_lie(self) -> torch.Tensor | None:
         if self._recorded is None or self.generator_in is None:
             return None
-        return self.lie_derivative(self._recorded).pow(2).mean()
+        return self.lie_derivative(self._recorded).pow(2).sum()
 
 
 class RelaxedLinear(_RelaxedEscnnLayer):
@@ -221,7 +223,7 @@ class RelaxedLinear(_RelaxedEscnnLayer):
     def penalty_norm(self) -> torch.Tensor | None:
         if self._recorded is None:
             return None
-        return F.linear(self._recorded, self.free).pow(2).mean()
+        return F.linear(self._recorded, self.free).pow(2).sum()
 
     def penalty_lie(self) -> torch.Tensor | None:
         gen_in, gen_out = self.generator_in, self.generator_out
@@ -229,7 +231,7 @@ class RelaxedLinear(_RelaxedEscnnLayer):
             return None
         w = self.free
         lie = w @ gen_in.to(w) - gen_out.to(w) @ w
-        return F.linear(self._recorded, lie).pow(2).mean()
+        return F.linear(self._recorded, lie).pow(2).sum()
 
 
 # ---- Lie algebra of the fibre representation ------------------------------------------

@@ -155,7 +155,8 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
         )
 
     def dense_weight(self) -> torch.Tensor:
-        return self.equivariant.dense_weight() + self.theta * self.free
+        equivariant = self.equivariant.dense_weight()
+        return equivariant + self.free_factor(equivariant) * self.free
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._record(x)
@@ -183,8 +184,9 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
             vector = self.equivariant.vector_weight.detach().clone()
             if mode == "orthogonal":
                 free_scalar, free_vector = self._project_free(self.free.detach())
-                scalar = scalar + self.theta * free_scalar
-                vector = vector + self.theta * free_vector
+                factor = self.free_factor(equivariant_dense(scalar, vector))
+                scalar = scalar + factor * free_scalar
+                vector = vector + factor * free_vector
             elif mode != "drop":
                 raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
             out.scalar_weight.copy_(scalar)
@@ -207,13 +209,13 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
         x = self._recorded_flat()
         if x is None:
             return None
-        return torch.einsum("aoi,ni->ano", self.lie_derivatives(), x).pow(2).mean()
+        return torch.einsum("aoi,ni->ano", self.lie_derivatives(), x).pow(2).sum()
 
     def penalty_norm(self) -> torch.Tensor | None:
         x = self._recorded_flat()
         if x is None:
             return None
-        return (x @ self.free.t()).pow(2).mean()
+        return (x @ self.free.t()).pow(2).sum()
 
     def penalty_proj(self) -> torch.Tensor:
         return (self.free - self.projected_free()).pow(2).mean()

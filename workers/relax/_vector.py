@@ -74,7 +74,8 @@ class RelaxedVectorLinear(RelaxedLayer):
 
     def dense_weight(self) -> torch.Tensor:
         eye = torch.eye(3, dtype=self.free.dtype, device=self.free.device)
-        return torch.kron(self.equivariant.weight, eye) + self.theta * self.free
+        equivariant = torch.kron(self.equivariant.weight, eye)
+        return equivariant + self.free_factor(equivariant) * self.free
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._record(x)
@@ -92,7 +93,8 @@ class RelaxedVectorLinear(RelaxedLayer):
             weight = self.equivariant.weight.detach().clone()
             if mode == "orthogonal":
                 proj = project_vector_map(self.free.detach(), self.in_channels, self.out_channels)
-                weight = weight + self.theta * proj
+                eye = torch.eye(3, dtype=weight.dtype, device=weight.device)
+                weight = weight + self.free_factor(torch.kron(weight, eye)) * proj
             elif mode != "drop":
                 raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
             out.weight.copy_(weight)
@@ -120,13 +122,13 @@ class RelaxedVectorLinear(RelaxedLayer):
             return None
         lie = self.lie_derivatives()  # (3, O, I)
         out = torch.einsum("aoi,ni->ano", lie, x.to(lie.dtype))
-        return out.pow(2).mean()
+        return out.pow(2).sum()
 
     def penalty_norm(self) -> torch.Tensor | None:
         x = self._recorded_flat()
         if x is None:
             return None
-        return (x.to(self.free.dtype) @ self.free.t()).pow(2).mean()
+        return (x.to(self.free.dtype) @ self.free.t()).pow(2).sum()
 
     def penalty_proj(self) -> torch.Tensor:
         proj = project_vector_map(self.free, self.in_channels, self.out_channels)

@@ -25,7 +25,8 @@ class ConsoleHook:
             f"loss={report.train_loss:.4f}  val_{metric} projected={report.val_projected:.4f} "
             f"relaxed={report.val_relaxed:.4f}  eq.err relaxed={report.equivariance_error_relaxed:.2e} "
             f"projected={report.equivariance_error_projected:.2e}  "
-            f"pen lie={_fmt(report.penalty_lie)} norm={_fmt(report.penalty_norm)} proj={_fmt(report.penalty_proj)}  "
+            f"pen lie={_fmt(report.penalty_lie)} norm={_fmt(report.penalty_norm)} proj={_fmt(report.penalty_proj)} "
+            f"grad ratio={_fmt(report.penalty_grad_ratio)}  "
             f"{report.epoch_seconds:.1f}s",
             file=self.stream,
             flush=True,

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from workers.relax import (
     compute_penalties,
+    free_parameters,
     make_schedule,
     project_model,
     recompute_normalisation,
@@ -30,6 +31,7 @@ from workers.relax import (
     relaxed_layers,
     reset_free_terms,
     sample_batches,
+    set_free_scale,
     set_layer_strengths,
     set_theta,
 )
@@ -62,6 +64,9 @@ class EpochReport:
     equivariance_error_relaxed: float
     equivariance_error_projected: float
     epoch_seconds: float
+    #: ‖∇ of the weighted penalties‖ / ‖∇ of the task loss‖ on the free weights, measured on
+    #: the epoch's last step (None when θ = 0 there, or nothing is penalised)
+    penalty_grad_ratio: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +119,9 @@ class Trainer:
             "norm": float(hp.get("relax.lambda_norm", 0.0)),
             "proj": float(hp.get("relax.lambda_proj", 0.0)),
         }
+        self.penalty_form = str(hp.get("relax.penalty_form", "per_sample"))
         set_layer_strengths(self.model, float(hp.get("relax.layer_decay", 1.0)))
+        set_free_scale(self.model, str(hp.get("relax.free_scale", "plain")))
         if self.relaxing:
             reset_free_terms(
                 self.model, hp.get("relax.init", "normal"), float(hp.get("relax.init_std", 1e-2)), seed=config.seed
@@ -128,10 +135,27 @@ class Trainer:
                     p.requires_grad_(False)
         self.model.to(self.device)
         record_inputs(self.model, self.penalty_weights["lie"] > 0 or self.penalty_weights["norm"] > 0)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=float(hp.get("optim.lr", 1e-3)), weight_decay=float(hp.get("optim.weight_decay", 0.0))
-        )
+        # two AdamW groups: the free weights get their own learning rate and weight decay
+        # (Adam cancels θ in their gradient, so only these bound how fast they grow)
+        self.free_params = [p for p in free_parameters(self.model) if p.requires_grad]
+        free_ids = {id(p) for p in self.free_params}
+        lr = float(hp.get("optim.lr", 1e-3))
+        groups = [
+            {
+                "params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in free_ids],
+                "lr": lr,
+                "weight_decay": float(hp.get("optim.weight_decay", 0.0)),
+            }
+        ]
+        if self.free_params:
+            groups.append(
+                {
+                    "params": self.free_params,
+                    "lr": lr * float(hp.get("relax.free_lr_mult", 1.0)),
+                    "weight_decay": float(hp.get("relax.free_weight_decay", 0.0)),
+                }
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=lr)
         self.batch_size = int(hp.get("optim.batch_size", 64))
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.train_loader = DataLoader(
@@ -164,6 +188,8 @@ class Trainer:
             self.model.train()
             loss_sum, n_batches = 0.0, 0
             penalty_sums: dict[str, float] = {}
+            penalty_counts: dict[str, int] = {}
+            grad_ratio: float | None = None
             for step, batch in enumerate(self.train_loader):
                 progress = (self.epoch * steps_per_epoch + step) / total_steps
                 theta = self.theta_at(progress)
@@ -172,12 +198,16 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     output = self.model(*inputs)
                     loss = self.task.loss(output.float(), target)
-                penalties = self._penalties()
-                total = loss + sum(self.penalty_weights[k] * v for k, v in penalties.items())
+                # at θ = 0 the free term does not act: its penalties would only move W
+                penalties = self._penalties() if theta != 0.0 else {}
+                penalty = sum(self.penalty_weights[k] * v for k, v in penalties.items())
+                total = loss + penalty
                 if not torch.isfinite(total):
                     raise TrialDivergedError(
                         f"loss became {float(total.detach())} at epoch {self.epoch + 1}, step {step + 1} (θ={theta:.4g})"
                     )
+                if step == steps_per_epoch - 1 and penalties:
+                    grad_ratio = self._grad_ratio(loss, penalty)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 self.optimizer.step()
@@ -185,8 +215,12 @@ class Trainer:
                 n_batches += 1
                 for k, v in penalties.items():
                     penalty_sums[k] = penalty_sums.get(k, 0.0) + float(v.detach())
+                    penalty_counts[k] = penalty_counts.get(k, 0) + 1
             self.epoch += 1
-            report = self._measure(loss_sum / max(n_batches, 1), penalty_sums, n_batches, time.perf_counter() - start)
+            mean_penalties = {k: v / penalty_counts[k] for k, v in penalty_sums.items()}
+            report = self._measure(
+                loss_sum / max(n_batches, 1), mean_penalties, time.perf_counter() - start, grad_ratio
+            )
             self.reports.append(report)
             for hook in hooks:
                 hook.on_epoch_end(report, self)
@@ -196,7 +230,20 @@ class Trainer:
 
     def _penalties(self) -> dict[str, torch.Tensor]:
         wanted = tuple(k for k, w in self.penalty_weights.items() if w > 0)
-        return compute_penalties(self.model, wanted) if wanted else {}
+        return compute_penalties(self.model, wanted, self.penalty_form) if wanted else {}
+
+    def _grad_ratio(self, loss: torch.Tensor, penalty: torch.Tensor) -> float | None:
+        """‖∂penalty/∂W‖ / ‖∂loss/∂W‖ over the free weights W (None when the task gradient
+        is 0, i.e. θ = 0). Two extra backward passes, once per epoch."""
+        if not self.free_params or not isinstance(penalty, torch.Tensor) or not penalty.requires_grad:
+            return None
+
+        def norm(target: torch.Tensor) -> float:
+            grads = torch.autograd.grad(target, self.free_params, retain_graph=True, allow_unused=True)
+            return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+
+        task = norm(loss)
+        return norm(penalty) / task if task > 0 else None
 
     # ---- measurement -------------------------------------------------------------------
     @torch.no_grad()
@@ -228,7 +275,9 @@ class Trainer:
         exact = [errors[k] for k in self.task.exact_elements if k in errors]
         return float(max(exact)) if exact else float("nan")
 
-    def _measure(self, train_loss: float, penalty_sums: dict[str, float], n_batches: int, seconds: float) -> EpochReport:
+    def _measure(
+        self, train_loss: float, mean: dict[str, float], seconds: float, grad_ratio: float | None = None
+    ) -> EpochReport:
         progress = self.epoch / self.config.epochs
         theta = self.theta_at(progress) if progress < 1.0 else self.theta_at(1.0)
         # θ as the model will be projected now: the value the next step would use
@@ -236,7 +285,6 @@ class Trainer:
         projected = self.projected_model()
         val_relaxed = self.evaluate(self.model, self.val_loader)
         val_projected = self.evaluate(projected, self.val_loader)
-        mean = {k: v / max(n_batches, 1) for k, v in penalty_sums.items()}
         report = EpochReport(
             epoch=self.epoch,
             progress=progress,
@@ -250,6 +298,7 @@ class Trainer:
             equivariance_error_relaxed=self.equivariance_error(self.model),
             equivariance_error_projected=self.equivariance_error(projected),
             epoch_seconds=seconds,
+            penalty_grad_ratio=grad_ratio,
         )
         if not math.isfinite(val_projected):
             raise TrialDivergedError(f"validation metric became {val_projected} at epoch {self.epoch}")
