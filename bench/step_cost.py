@@ -131,7 +131,7 @@ def build_variants(
     params = {
         "standard": sum(p.numel() for p in standard_model.parameters()),
         "relaxed": sum(p.numel() for p in trainer.model.parameters()),
-        "penalty_samples": _penalty_samples(trainer.model),
+        "penalty_samples": "full batch",
         "batch_size": int(target.shape[0]),
         "penalty_weights": {k: v for k, v in trainer.penalty_weights.items() if v > 0},
         "theta": theta,
@@ -173,11 +173,6 @@ def breakdown(models: dict[str, Any], batch: tuple, repeats: int) -> dict[str, f
         )
     model.zero_grad(set_to_none=True)
     return out
-
-
-def _penalty_samples(model: torch.nn.Module) -> int:
-    layers = relaxed_layers(model)
-    return int(layers[0].penalty_samples) if layers else 0
 
 
 def time_interleaved(
