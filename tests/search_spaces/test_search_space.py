@@ -357,7 +357,19 @@ def test_sample_defaults_is_a_valid_deterministic_point() -> None:
     assert point["optim.lr"] == 1e-3
     assert point["optim.batch_size"] == 64
     relax = load_preset("relax").sample_defaults()
-    assert math.isclose(relax["relax.lambda_norm"], math.sqrt(1e-5 * 1.0))
+    assert math.isclose(relax["relax.lambda_norm"], math.sqrt(1e-3 * 0.3))
+    assert relax["relax.free_lr_mult"] == 1.0  # the default lies in the range
+    assert math.isclose(relax["relax.free_weight_decay"], math.sqrt(1e-3 * 1.0))
+
+
+def test_relax_preset_searches_the_free_term_and_the_batch_independent_penalty() -> None:
+    params = load_preset("relax").params
+    assert params["relax.penalty_form"].value == "per_sample"
+    # the low end of the λ range still matters: per_sample at λ is paper at λ/√batch, and
+    # paper at 0.01 (batch 64) is several times the task gradient
+    assert 1e-3 <= params["relax.lambda_norm"].low <= 1e-2 / 8
+    assert {"relax.free_lr_mult", "relax.free_weight_decay"} <= set(params)
+    assert all(params[k].kind == "float" for k in ("relax.free_lr_mult", "relax.free_weight_decay"))
 
 
 def test_sample_random_stays_in_range_and_is_reproducible() -> None:

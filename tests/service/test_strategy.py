@@ -172,8 +172,10 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
         assert {k: t.params[k] for k in OPTIM} == {k: baseline.params[k] for k in OPTIM}
         assert set(t.params) - OPTIM, "stage 2 samples relaxation parameters"
         assert t.user_attrs["optimiser_from"] == baseline.number
-    relaxed = [h["theta"] for t in second for h in t.user_attrs["history"]]
-    assert max(relaxed) > 0, "stage 2 trials relax"
+    # with 2 epochs the last one trains at θ = 0 (the schedule's tail), so θ is 0 at every
+    # epoch end; the norm penalty, computed only on steps with θ > 0, shows the relaxation
+    relaxed = [h["penalty_norm"] for t in second for h in t.user_attrs["history"]]
+    assert any(p is not None and p > 0 for p in relaxed), "stage 2 trials relax"
 
     # the job's best is the best of both stages: never worse than the tuned baseline
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
