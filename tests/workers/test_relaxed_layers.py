@@ -25,11 +25,9 @@ from workers.relax import (
     RelaxedR2Conv,
     RelaxedScalarVectorLinear,
     RelaxedVectorLinear,
-    ScalarVectorLinear,
-    VectorLinear,
     act_on_features,
     compute_penalties,
-    export_escnn,
+    export_module,
     record_inputs,
     to_torchscript,
 )
@@ -286,11 +284,7 @@ def test_export_matches_projected(case):
     proj = layer.projected("orthogonal").eval()
     x = case.make_input(layer)
     expected = case.to_tensor(proj(x))
-    plain = (
-        proj.export()
-        if isinstance(proj, (VectorLinear, ScalarVectorLinear))
-        else export_escnn(proj)
-    )
+    plain = export_module(proj)  # what the task models' export() runs on their layers
     assert not any("escnn" in type(m).__module__ for m in plain.modules())
     scripted = to_torchscript(plain, (case.to_tensor(x),))
     got = scripted(case.to_tensor(x))

@@ -26,7 +26,7 @@ from ._escnn import (
 from ._export import (
     NotExportableError,
     check_exportable,
-    export_escnn,
+    export_module,
     register_exporter,
     to_torchscript,
 )
@@ -60,7 +60,7 @@ __all__ = [
     "act_on_features",
     "check_exportable",
     "compute_penalties",
-    "export_escnn",
+    "export_module",
     "field_generator_action",
     "make_certificate",
     "make_schedule",

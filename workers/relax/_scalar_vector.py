@@ -104,9 +104,6 @@ class ScalarVectorLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.dense_weight().t()
 
-    def export(self) -> nn.Module:
-        return self  # already plain torch
-
     def extra_repr(self) -> str:
         return (
             f"{self.scalars_in} scalars + {self.vectors_in} vectors -> "
