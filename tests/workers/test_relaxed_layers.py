@@ -27,6 +27,7 @@ from workers.relax import (
     RelaxedVectorLinear,
     act_on_features,
     compute_penalties,
+    copy_module,
     export_module,
     record_inputs,
     to_torchscript,
@@ -289,6 +290,28 @@ def test_export_matches_projected(case):
     scripted = to_torchscript(plain, (case.to_tensor(x),))
     got = scripted(case.to_tensor(x))
     assert (got - expected).abs().max() / expected.abs().max() < 1e-5
+
+
+def test_copy_of_eval_escnn_modules_leaves_the_source_untouched():
+    """``copy_module`` copies escnn modules in eval mode (cached non-leaf filter/matrix)
+    without touching the source, and the copy's caches are rebuilt from its own weights."""
+    gspace = gspaces.rot2dOnR2(N=4)
+    field = enn.FieldType(gspace, [gspace.regular_repr])
+    gspace0 = gspaces.no_base_space(gspace.fibergroup)
+    field0 = enn.FieldType(gspace0, [gspace0.regular_repr])
+    for module, cache in (
+        (enn.R2Conv(field, field, kernel_size=3), "filter"),
+        (enn.Linear(field0, field0), "matrix"),
+    ):
+        module.eval()
+        before = getattr(module, cache)
+        assert not before.is_leaf
+        copied = copy_module(module)
+        assert getattr(module, cache) is before and not module.training
+        assert not copied.training
+        torch.testing.assert_close(getattr(copied, cache), before, rtol=0, atol=0)
+        getattr(copied, cache).sum().backward()  # differentiable, like the source's
+        assert copied.weights.grad is not None and module.weights.grad is None
 
 
 def test_penalties_are_normalised(case):

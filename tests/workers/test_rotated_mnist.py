@@ -17,6 +17,7 @@ from workers.relax import (
     check_exportable,
     export_module,
     project_model,
+    register_exporter,
     relaxed_layers,
     reset_free_terms,
     set_theta,
@@ -328,6 +329,22 @@ def test_check_exportable_accepts_all_groups() -> None:
     for group in ("C4", "C16", "SO2"):
         model = SteerableCNN(SteerableCNNConfig(group=group, width=1, depth=1, kernel_size=3))
         check_exportable(model)
+
+
+def test_shipped_export_goes_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SteerableCNN.export`` (what a checkpoint ships) runs ``export_module`` and its
+    registry: an exporter registered for ``GroupPooling`` is the one the export uses."""
+    from workers.relax import _export
+
+    monkeypatch.setattr(_export, "_EXPORTERS", dict(_export._EXPORTERS))
+
+    class Marker(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1]
+
+    register_exporter(enn.GroupPooling, lambda module: Marker())
+    model = SteerableCNN(SteerableCNNConfig(group="C4", width=1, depth=1, kernel_size=3))
+    assert isinstance(model.export().invariant, Marker)
 
 
 @pytest.mark.slow
