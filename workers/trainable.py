@@ -84,7 +84,9 @@ def relax_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
         # a NaN/inf loss is a property of the hyperparameters, not a crash to retry: report
         # the reason so the search records the trial FAIL with it, and go on
         log.warning("trial %s diverged: %s", number, exc)
-        tune.report({"diverged": str(exc), "done_epochs": trainer.epoch, "val_projected": float("nan")})
+        tune.report(
+            {"diverged": str(exc), "done_epochs": trainer.epoch, "val_projected": float("nan")}
+        )
 
 
 #: key of a gain-report run's index (into ``base["runs"]``) in its Tune config

@@ -11,6 +11,7 @@ from torch import nn
 
 from workers.relax import (
     NotExportableError,
+    check_exportable,
     project_model,
     relaxed_layers,
     reset_free_terms,
@@ -19,7 +20,7 @@ from workers.relax import (
 )
 from workers.tasks import _nbody_sim
 from workers.tasks._base import Task
-from workers.tasks._egnn import check_exportable
+from workers.tasks._egnn import EXPORTABLE_MODULES
 from workers.tasks._nbody_sim import NBodySimConfig, load_or_simulate, simulate_charged
 from workers.tasks.nbody import ELEMENT_NAMES, NBodyTask
 
@@ -295,4 +296,4 @@ def test_exportability_check_names_the_module() -> None:
     model = NBodyTask(TINY_MODEL, {}).build_model(0)
     model.layers[1].extra = nn.Dropout()
     with pytest.raises(NotExportableError, match=r"layers\.1\.extra"):
-        check_exportable(model)
+        check_exportable(model, allowed=EXPORTABLE_MODULES)

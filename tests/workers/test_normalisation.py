@@ -30,7 +30,9 @@ def _corrupt(model: torch.nn.Module, seed: int = 7) -> None:
 @pytest.mark.parametrize("group", ["C4", "SO2"])
 def test_corrupted_statistics_score_like_clean_ones_after_the_step(group):
     torch.manual_seed(0)
-    config = SteerableCNNConfig(group=group, width=2, depth=2, head_hidden=8, max_frequency=2, fourier_samples=8)
+    config = SteerableCNNConfig(
+        group=group, width=2, depth=2, head_hidden=8, max_frequency=2, fourier_samples=8
+    )
     clean = SteerableCNN(config)
     corrupted = SteerableCNN(config)
     corrupted.load_state_dict(clean.state_dict())

@@ -25,11 +25,10 @@ from workers.relax import (
     RelaxedR2Conv,
     RelaxedScalarVectorLinear,
     RelaxedVectorLinear,
-    ScalarVectorLinear,
-    VectorLinear,
     act_on_features,
     compute_penalties,
-    export_escnn,
+    copy_module,
+    export_module,
     record_inputs,
     to_torchscript,
 )
@@ -286,15 +285,33 @@ def test_export_matches_projected(case):
     proj = layer.projected("orthogonal").eval()
     x = case.make_input(layer)
     expected = case.to_tensor(proj(x))
-    plain = (
-        proj.export()
-        if isinstance(proj, (VectorLinear, ScalarVectorLinear))
-        else export_escnn(proj)
-    )
+    plain = export_module(proj)  # what the task models' export() runs on their layers
     assert not any("escnn" in type(m).__module__ for m in plain.modules())
     scripted = to_torchscript(plain, (case.to_tensor(x),))
     got = scripted(case.to_tensor(x))
     assert (got - expected).abs().max() / expected.abs().max() < 1e-5
+
+
+def test_copy_of_eval_escnn_modules_leaves_the_source_untouched():
+    """``copy_module`` copies escnn modules in eval mode (cached non-leaf filter/matrix)
+    without touching the source, and the copy's caches are rebuilt from its own weights."""
+    gspace = gspaces.rot2dOnR2(N=4)
+    field = enn.FieldType(gspace, [gspace.regular_repr])
+    gspace0 = gspaces.no_base_space(gspace.fibergroup)
+    field0 = enn.FieldType(gspace0, [gspace0.regular_repr])
+    for module, cache in (
+        (enn.R2Conv(field, field, kernel_size=3), "filter"),
+        (enn.Linear(field0, field0), "matrix"),
+    ):
+        module.eval()
+        before = getattr(module, cache)
+        assert not before.is_leaf
+        copied = copy_module(module)
+        assert getattr(module, cache) is before and not module.training
+        assert not copied.training
+        torch.testing.assert_close(getattr(copied, cache), before, rtol=0, atol=0)
+        getattr(copied, cache).sum().backward()  # differentiable, like the source's
+        assert copied.weights.grad is not None and module.weights.grad is None
 
 
 def test_penalty_forms_over_the_full_batch(case):
@@ -311,7 +328,11 @@ def test_penalty_forms_over_the_full_batch(case):
     t = case.to_tensor(x)
     with torch.no_grad():
         if isinstance(x, enn.GeometricTensor):
-            free_out = layer._conv(t, layer.free, None) if hasattr(layer, "_conv") else F.linear(t, layer.free)
+            free_out = (
+                layer._conv(t, layer.free, None)
+                if hasattr(layer, "_conv")
+                else F.linear(t, layer.free)
+            )
         else:
             free_out = t.reshape(t.shape[0], -1, layer.free.shape[1]) @ layer.free.t()
     assert torch.allclose(one_paper["norm"], free_out.pow(2).sum().sqrt(), rtol=1e-5)
@@ -364,7 +385,11 @@ def _rms_of_equivariant(layer) -> float:
         kernel, _ = layer.equivariant.expand_parameters()
     else:
         eq = layer.equivariant
-        kernel = eq.dense_weight() if hasattr(eq, "dense_weight") else torch.kron(eq.weight, torch.eye(3))
+        kernel = (
+            eq.dense_weight()
+            if hasattr(eq, "dense_weight")
+            else torch.kron(eq.weight, torch.eye(3))
+        )
     return float(kernel.detach().pow(2).mean().sqrt())
 
 
@@ -464,7 +489,9 @@ def test_lie_derivative_matches_finite_difference(case):
             return act_on_features(inner, layer.scalars_out, rot.t())
 
         for a, gen in enumerate(SO3_GENERATORS.double()):
-            fd = (moved(torch.linalg.matrix_exp(t * gen)) - moved(torch.linalg.matrix_exp(-t * gen))) / (2 * t)
+            fd = (
+                moved(torch.linalg.matrix_exp(t * gen)) - moved(torch.linalg.matrix_exp(-t * gen))
+            ) / (2 * t)
             analytic = x @ lie[a].t()
             assert (analytic - fd).norm() / fd.norm() < 1e-5
         return

@@ -14,12 +14,16 @@ from escnn import gspaces
 
 from workers.relax import (
     NotExportableError,
+    check_exportable,
+    export_module,
     project_model,
+    register_exporter,
     relaxed_layers,
     reset_free_terms,
     set_theta,
     to_torchscript,
 )
+from workers.relax._escnn_exporters import ExportedFourierPointwise, export_fourier_pointwise
 from workers.tasks._base import Task
 from workers.tasks._mnist_data import (
     RotatedMNISTConfig,
@@ -28,13 +32,7 @@ from workers.tasks._mnist_data import (
     parse_idx,
     rotate_images,
 )
-from workers.tasks._so2_export import ExportedFourierPointwise, export_fourier_pointwise
-from workers.tasks._steerable_cnn import (
-    SteerableCNN,
-    SteerableCNNConfig,
-    check_model_exportable,
-    export_escnn_module,
-)
+from workers.tasks._steerable_cnn import SteerableCNN, SteerableCNNConfig
 from workers.tasks.rotated_mnist import EXACT_ELEMENTS, RotatedMNISTTask
 
 TINY_DATA = {"train_size": 60, "val_size": 30, "test_size": 30}
@@ -271,8 +269,8 @@ def test_fourier_elu_export_after_training() -> None:
         loss.backward()
         opt.step()
     net.eval()
-    exported = export_escnn_module(net, "net")
-    exported_pool = export_escnn_module(pool, "pool")
+    exported = export_module(net, "net")
+    exported_pool = export_module(pool, "pool")
     assert isinstance(exported[2], ExportedFourierPointwise)
     with torch.no_grad():
         reference = pool(net(enn.GeometricTensor(x, in_type))).tensor
@@ -306,7 +304,7 @@ def test_unexportable_module_is_named() -> None:
         enn.NormNonLinearity(field, function="n_relu"),
     )
     with pytest.raises(NotExportableError, match=r"net\.1.*NormNonLinearity"):
-        export_escnn_module(net, "net")
+        export_module(net, "net")
 
 
 def test_build_model_rejects_unexportable_module(
@@ -327,10 +325,26 @@ def test_build_model_rejects_unexportable_module(
         task.build_model(seed=0)
 
 
-def test_check_model_exportable_accepts_all_groups() -> None:
+def test_check_exportable_accepts_all_groups() -> None:
     for group in ("C4", "C16", "SO2"):
         model = SteerableCNN(SteerableCNNConfig(group=group, width=1, depth=1, kernel_size=3))
-        check_model_exportable(model)
+        check_exportable(model)
+
+
+def test_shipped_export_goes_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SteerableCNN.export`` (what a checkpoint ships) runs ``export_module`` and its
+    registry: an exporter registered for ``GroupPooling`` is the one the export uses."""
+    from workers.relax import _export
+
+    monkeypatch.setattr(_export, "_EXPORTERS", dict(_export._EXPORTERS))
+
+    class Marker(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :1]
+
+    register_exporter(enn.GroupPooling, lambda module: Marker())
+    model = SteerableCNN(SteerableCNNConfig(group="C4", width=1, depth=1, kernel_size=3))
+    assert isinstance(model.export().invariant, Marker)
 
 
 @pytest.mark.slow

@@ -42,7 +42,12 @@ def test_triangular_is_the_paper_shape():
 @pytest.mark.parametrize("family", ["linear_decay", "cosine", "step", "warmup_hold_decay"])
 def test_decaying_families_are_zero_after_zero_at(family):
     s = make_schedule(
-        {"relax.schedule": family, "relax.theta_max": 2.0, "relax.zero_at": 0.6, "relax.min_tail": 0}
+        {
+            "relax.schedule": family,
+            "relax.theta_max": 2.0,
+            "relax.zero_at": 0.6,
+            "relax.min_tail": 0,
+        }
     )
     assert all(s(t) == 0.0 for t in GRID if t >= 0.6)
     assert s(0.3) > 0.0
@@ -61,7 +66,14 @@ def test_family_specific_shapes():
     step = make_schedule({"family": "step", "theta_max": 0.3, "zero_at": 0.5, **bare})
     assert step(0.49) == 0.3 and step(0.5) == 0.0
     whd = make_schedule(
-        {"family": "warmup_hold_decay", "theta_max": 1, "warmup": 0.1, "hold": 0.2, "zero_at": 0.8, **bare}
+        {
+            "family": "warmup_hold_decay",
+            "theta_max": 1,
+            "warmup": 0.1,
+            "hold": 0.2,
+            "zero_at": 0.8,
+            **bare,
+        }
     )
     assert whd(0.05) == pytest.approx(0.5) and whd(0.2) == 1.0 and whd(0.55) == pytest.approx(0.5)
     const = make_schedule({"family": "constant", "theta": 0.2})
@@ -73,7 +85,10 @@ DECAYING = [f for f in SCHEDULE_FAMILIES if f not in ("none", "constant")]
 
 
 @pytest.mark.parametrize("family", DECAYING)
-@pytest.mark.parametrize(("epochs", "steps_per_epoch", "min_tail"), [(6, 32, 0.1), (20, 7, 0.1), (3, 50, 0.25), (12, 5, 0.0)])
+@pytest.mark.parametrize(
+    ("epochs", "steps_per_epoch", "min_tail"),
+    [(6, 32, 0.1), (20, 7, 0.1), (3, 50, 0.25), (12, 5, 0.0)],
+)
 def test_theta_is_exactly_zero_in_the_tail(family, epochs, steps_per_epoch, min_tail):
     """θ is 0 on the last max(1 epoch, min_tail) of the steps the trainer takes, whatever
     the family's own zero_at (here 1: the family would only reach 0 at the very end)."""
@@ -105,7 +120,9 @@ def test_tail_squeezes_the_curve():
 
 
 def test_triangular_zero_at_places_the_triangle():
-    s = make_schedule({"family": "triangular", "theta_max": 2.0, "peak": 0.25, "zero_at": 0.5, "min_tail": 0})
+    s = make_schedule(
+        {"family": "triangular", "theta_max": 2.0, "peak": 0.25, "zero_at": 0.5, "min_tail": 0}
+    )
     assert s(0.125) == 2.0 and s(0.0625) == pytest.approx(1.0) and s(0.3125) == pytest.approx(1.0)
     assert all(s(t) == 0.0 for t in GRID if t >= 0.5)
 

@@ -127,13 +127,24 @@ def test_epoch_reports_track_projected_and_relaxed(tmp_path):
 
 def test_free_weights_have_their_own_optimiser_group():
     config = _config(
-        "nbody", **{"optim.lr": 2e-3, "optim.weight_decay": 1e-4, "relax.free_lr_mult": 0.1, "relax.free_weight_decay": 0.5}
+        "nbody",
+        **{
+            "optim.lr": 2e-3,
+            "optim.weight_decay": 1e-4,
+            "relax.free_lr_mult": 0.1,
+            "relax.free_weight_decay": 0.5,
+        },
     )
     trainer = Trainer(config)
     main, free = trainer.optimizer.param_groups
     assert (main["lr"], main["weight_decay"]) == (2e-3, 1e-4)
     assert free["lr"] == pytest.approx(2e-4) and free["weight_decay"] == 0.5
-    layer_free = {id(p) for m in trainer.model.modules() if hasattr(m, "free_parameters") for p in m.free_parameters()}
+    layer_free = {
+        id(p)
+        for m in trainer.model.modules()
+        if hasattr(m, "free_parameters")
+        for p in m.free_parameters()
+    }
     assert {id(p) for p in free["params"]} == layer_free
     assert not layer_free & {id(p) for p in main["params"]}
 

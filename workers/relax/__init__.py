@@ -9,6 +9,7 @@ from ._base import (
     FreeInit,
     ProjectionMode,
     RelaxedLayer,
+    copy_module,
     free_parameters,
     record_inputs,
     relaxed_layers,
@@ -28,7 +29,7 @@ from ._escnn import (
 from ._export import (
     NotExportableError,
     check_exportable,
-    export_escnn,
+    export_module,
     register_exporter,
     to_torchscript,
 )
@@ -70,7 +71,8 @@ __all__ = [
     "act_on_features",
     "check_exportable",
     "compute_penalties",
-    "export_escnn",
+    "copy_module",
+    "export_module",
     "field_generator_action",
     "free_parameters",
     "make_certificate",

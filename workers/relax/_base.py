@@ -78,7 +78,9 @@ class RelaxedLayer(nn.Module):
             rms = equivariant_kernel.detach().pow(2).mean().sqrt()
             return self.theta * rms
         if self.free_scale != "plain":
-            raise ValueError(f"relax.free_scale: expected 'plain' or 'rms', got {self.free_scale!r}")
+            raise ValueError(
+                f"relax.free_scale: expected 'plain' or 'rms', got {self.free_scale!r}"
+            )
         return self.theta
 
     def extra_repr(self) -> str:
@@ -86,19 +88,40 @@ class RelaxedLayer(nn.Module):
 
 
 def copy_module(module: nn.Module) -> nn.Module:
-    """Deep copy that also works for escnn modules in eval mode.
+    """Deep copy of ``module`` (escnn modules included, in either mode); ``module`` is not
+    touched.
 
-    escnn convolutions cache their expanded filter (a non-leaf tensor) when switched to
-    eval mode, and such tensors refuse ``deepcopy``; copying in train mode avoids it.
+    In eval mode escnn's convolutions and linear maps cache their expanded filter or matrix
+    (and bias) as tensors computed with autograd on, and torch refuses to deep-copy such
+    non-leaf tensors. The copy memo maps each of them to a detached clone; the copy then
+    rebuilds its caches from its own parameters (train, then back to the source's mode), so
+    they stay differentiable as in the source.
     """
-    was_training = module.training
-    module.train()
-    try:
-        copied = copy.deepcopy(module)
-    finally:
-        module.train(was_training)
-    copied.train(was_training)
+    memo: dict[int, object] = {}
+    for sub in submodules(module):
+        for value in (*sub._buffers.values(), *vars(sub).values()):
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    copied = copy.deepcopy(module, memo)
+    copied.train()
+    copied.train(module.training)
     return copied
+
+
+def submodules(model: nn.Module) -> list[nn.Module]:
+    """``model`` and its submodules, depth first, de-duplicated by identity (see
+    :func:`relaxed_layers` for why not ``nn.Module.modules()``)."""
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append(module)
+        stack.extend(reversed([m for m in module._modules.values() if m is not None]))
+    return found
 
 
 def relaxed_layers(model: nn.Module) -> list[RelaxedLayer]:
@@ -108,18 +131,7 @@ def relaxed_layers(model: nn.Module) -> list[RelaxedLayer]:
     escnn's basis-expansion modules hash and compare *by value* (``torch.allclose`` on their
     sampled bases), which made this lookup cost milliseconds per training step.
     """
-    found: list[RelaxedLayer] = []
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        if isinstance(module, RelaxedLayer):
-            found.append(module)
-        stack.extend(reversed([m for m in module._modules.values() if m is not None]))
-    return found
+    return [m for m in submodules(model) if isinstance(m, RelaxedLayer)]
 
 
 def set_theta(model: nn.Module, theta: float) -> None:

@@ -46,7 +46,9 @@ class BlockProjector(nn.Module):
             rank = int((sv > sv.max() * 1e-10).sum())
             self.register_buffer(f"onb_{n}", u[:, :rank].to(torch.float32), persistent=False)
 
-    def _gather(self, kernel: torch.Tensor, io_pair: tuple[str, str], o: int, i: int) -> torch.Tensor:
+    def _gather(
+        self, kernel: torch.Tensor, io_pair: tuple[str, str], o: int, i: int
+    ) -> torch.Tensor:
         """Blocks of ``kernel (out, in, S)`` for ``io_pair`` as ``(n_out·n_in, o·i·S)``, in
         escnn's coefficient order (output field major)."""
         ex = self.expansion
@@ -107,9 +109,7 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         self.equivariant = layer
         filt, bias = layer.expand_parameters()
         self.free = nn.Parameter(torch.zeros_like(filt.detach()))
-        self.free_bias = (
-            nn.Parameter(torch.zeros(self.out_type.size)) if bias is not None else None
-        )
+        self.free_bias = nn.Parameter(torch.zeros(self.out_type.size)) if bias is not None else None
         reset_free(self, init, init_std)
         self.projector = BlockProjector(layer.basisexpansion)
         if self.free_bias is not None and getattr(layer, "bias_expansion", None) is not None:
@@ -210,7 +210,9 @@ class RelaxedR2Conv(_RelaxedEscnnLayer):
 class RelaxedLinear(_RelaxedEscnnLayer):
     """Relaxed :class:`escnn.nn.Linear` (fields without a base space): ``y = (M_eq + θ·M_free) x``."""
 
-    def __init__(self, linear: enn.Linear, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
+    def __init__(
+        self, linear: enn.Linear, init: FreeInit = "normal", init_std: float = 1e-2
+    ) -> None:
         super().__init__(linear, init, init_std)
         _register_generators(self)
 
@@ -262,7 +264,9 @@ def _lie_generators(field_type: enn.FieldType) -> torch.Tensor | None:
     except Exception:  # groups whose elements are not plain rotation angles (e.g. O(2))
         plus = field_type.representation(group.element((0, eps), "radians"))
         minus = field_type.representation(group.element((0, -eps), "radians"))
-    gen = (torch.as_tensor(plus, dtype=torch.float64) - torch.as_tensor(minus, dtype=torch.float64)) / (2 * eps)
+    gen = (
+        torch.as_tensor(plus, dtype=torch.float64) - torch.as_tensor(minus, dtype=torch.float64)
+    ) / (2 * eps)
     return gen
 
 
@@ -316,7 +320,10 @@ def reset_free(
                 raise ValueError(f"relax.init: expected 'zeros' or 'normal', got {init!r}")
 
 
-RELAXABLE: dict[type, type[_RelaxedEscnnLayer]] = {enn.R2Conv: RelaxedR2Conv, enn.Linear: RelaxedLinear}
+RELAXABLE: dict[type, type[_RelaxedEscnnLayer]] = {
+    enn.R2Conv: RelaxedR2Conv,
+    enn.Linear: RelaxedLinear,
+}
 
 
 def relax_model(model: nn.Module, init: FreeInit = "normal", init_std: float = 1e-2) -> nn.Module:

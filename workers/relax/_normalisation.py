@@ -20,30 +20,17 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ._base import submodules
+
 #: training samples the statistics are measured on (a few forward batches)
 DEFAULT_SAMPLES = 1024
-
-
-def _modules_by_identity(model: nn.Module) -> list[nn.Module]:
-    # like relaxed_layers: escnn's basis expansions hash by value, so avoid modules()'s set
-    found: list[nn.Module] = []
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        found.append(module)
-        stack.extend(reversed([m for m in module._modules.values() if m is not None]))
-    return found
 
 
 def normalisation_layers(model: nn.Module) -> list[nn.Module]:
     """The modules of ``model`` that keep running statistics (in module order)."""
     return [
         m
-        for m in _modules_by_identity(model)
+        for m in submodules(model)
         if callable(getattr(m, "reset_running_stats", None))
         and hasattr(m, "momentum")
         and getattr(m, "track_running_stats", True)
@@ -51,9 +38,7 @@ def normalisation_layers(model: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def recompute_normalisation(
-    model: nn.Module, batches: Iterable[Sequence[torch.Tensor]]
-) -> int:
+def recompute_normalisation(model: nn.Module, batches: Iterable[Sequence[torch.Tensor]]) -> int:
     """Reset every normalisation layer of ``model`` and measure its statistics again on
     ``batches`` (each a tuple of model inputs, called as ``model(*inputs)``).
 

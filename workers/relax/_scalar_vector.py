@@ -62,9 +62,7 @@ def project_scalar_vector_map(
     return scalar_block, project_vector_map(vector_block, vectors_in, vectors_out)
 
 
-def equivariant_dense(
-    scalar_weight: torch.Tensor, vector_weight: torch.Tensor
-) -> torch.Tensor:
+def equivariant_dense(scalar_weight: torch.Tensor, vector_weight: torch.Tensor) -> torch.Tensor:
     """The dense matrix of the equivariant map ``scalar_weight ⊕ (vector_weight ⊗ I₃)``."""
     eye = torch.eye(3, dtype=vector_weight.dtype, device=vector_weight.device)
     return torch.block_diag(scalar_weight, torch.kron(vector_weight, eye))
@@ -74,7 +72,9 @@ class ScalarVectorLinear(nn.Module):
     """O(3)-equivariant linear map on flat mixed features ``(..., S_in+3V_in) → (..., S_out+3V_out)``:
     scalars mix with scalars, vector channels mix as whole vectors, nothing crosses."""
 
-    def __init__(self, scalars_in: int, vectors_in: int, scalars_out: int, vectors_out: int) -> None:
+    def __init__(
+        self, scalars_in: int, vectors_in: int, scalars_out: int, vectors_out: int
+    ) -> None:
         super().__init__()
         sizes = (scalars_in, vectors_in, scalars_out, vectors_out)
         if min(sizes) < 0 or scalars_in + vectors_in < 1 or scalars_out + vectors_out < 1:
@@ -103,9 +103,6 @@ class ScalarVectorLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.dense_weight().t()
-
-    def export(self) -> nn.Module:
-        return self  # already plain torch
 
     def extra_repr(self) -> str:
         return (

@@ -214,7 +214,9 @@ def _make_family(params: dict[str, Any]) -> Schedule:
     p = {k.removeprefix("relax."): v for k, v in params.items()}
     family = p.get("family", p.get("schedule", "none"))
     if family not in SCHEDULE_FAMILIES:
-        raise ValueError(f"relax.schedule: unknown family {family!r}; expected one of {SCHEDULE_FAMILIES}")
+        raise ValueError(
+            f"relax.schedule: unknown family {family!r}; expected one of {SCHEDULE_FAMILIES}"
+        )
 
     def num(key: str, default: float, lo: float = 0.0, hi: float = math.inf) -> float:
         value = float(p.get(key, default))
@@ -231,9 +233,15 @@ def _make_family(params: dict[str, Any]) -> Schedule:
     if family == "constant":
         return ConstantSchedule(num("theta", 0.1))
     if family in ("linear_decay", "cosine", "step"):
-        cls = {"linear_decay": LinearDecaySchedule, "cosine": CosineSchedule, "step": StepSchedule}[family]
+        cls = {"linear_decay": LinearDecaySchedule, "cosine": CosineSchedule, "step": StepSchedule}[
+            family
+        ]
         return cls(num("theta_max", 1.0), num("zero_at", 1.0, 1e-6, 1.0))
-    warmup, hold, zero_at = num("warmup", 0.1, 0.0, 1.0), num("hold", 0.3, 0.0, 1.0), num("zero_at", 1.0, 1e-6, 1.0)
+    warmup, hold, zero_at = (
+        num("warmup", 0.1, 0.0, 1.0),
+        num("hold", 0.3, 0.0, 1.0),
+        num("zero_at", 1.0, 1e-6, 1.0),
+    )
     if warmup + hold >= zero_at:
         # keep the family usable for any sampled values: squeeze warmup/hold into [0, zero_at)
         scale = 0.999 * zero_at / (warmup + hold)

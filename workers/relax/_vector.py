@@ -36,9 +36,6 @@ class VectorLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("oi,...id->...od", self.weight, x)
 
-    def export(self) -> nn.Module:
-        return self  # already plain torch
-
     def extra_repr(self) -> str:
         return f"{self.in_channels} -> {self.out_channels} vector channels"
 

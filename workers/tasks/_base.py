@@ -32,8 +32,9 @@ class Task(Protocol):
       tensors, whose relaxable layers are already relaxed (:class:`workers.relax.RelaxedLayer`).
       After :func:`workers.relax.project_model` it is exactly equivariant for ``group`` on
       ``exact_elements``, and its ``export()`` method returns a plain-torch module
-      (no escnn) computing the same function, traceable with ``torch.jit.trace``.
-      Exportability is checked inside ``build_model`` (error naming the module).
+      (no escnn) computing the same function, traceable with ``torch.jit.trace``, built
+      with :func:`workers.relax.export_module`. Exportability is checked inside
+      ``build_model`` with :func:`workers.relax.check_exportable` (error naming the module).
     * ``loss`` is a mean over the batch; ``metric_sums`` returns ``(sum, count)`` so the
       metric of a whole split is ``Σsum / Σcount`` (``metric``/``mode`` say what it is).
     * ``equivariance_errors`` returns ``{element_name: relative_error}`` measured as in

@@ -29,17 +29,10 @@ no external field) never break.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from workers.relax import (
-    NotExportableError,
-    RelaxedLayer,
-    RelaxedScalarVectorLinear,
-    ScalarVectorLinear,
-)
+from workers.relax import RelaxedScalarVectorLinear, ScalarVectorLinear, export_module
 
 
 def _mlp(sizes: list[int], final_activation: bool) -> nn.Sequential:
@@ -140,42 +133,23 @@ class NBodyEGNN(nn.Module):
         return x
 
     def export(self) -> nn.Module:
-        """A plain-torch copy in eval mode computing the same function.
+        """A plain-torch copy in eval mode computing the same function
+        (:func:`workers.relax.export_module`; the model is not modified).
 
         Only defined once the model is projected (no relaxed layer left, see
         :func:`workers.relax.project_model`): a relaxed layer's free term is not
         equivariant, so exporting it would silently ship a non-equivariant model.
-        The copy keeps the source untouched (its mode and storage).
         """
-        remaining = [name for name, m in self.named_modules() if isinstance(m, RelaxedLayer)]
-        if remaining:
-            raise NotExportableError(
-                f"nbody model: project the model before exporting it; relaxed layers: {remaining}"
-            )
-        exported = copy.deepcopy(self)
-        exported.eval()
-        return exported
+        return export_module(self)
 
 
 #: module types the exported model may contain (checked when the model is built)
-_EXPORTABLE = (
+EXPORTABLE_MODULES = (
     nn.Linear,
     nn.SiLU,
     nn.Sequential,
     nn.ModuleList,
     ScalarVectorLinear,
-    RelaxedScalarVectorLinear,
     EGNNLayer,
     NBodyEGNN,
 )
-
-
-def check_exportable(model: nn.Module) -> None:
-    """Raise :class:`~workers.relax.NotExportableError` naming the first module that
-    :meth:`NBodyEGNN.export` could not turn into plain torch."""
-    for name, module in model.named_modules():
-        if not isinstance(module, _EXPORTABLE):
-            raise NotExportableError(
-                f"nbody model: module '{name or '<root>'}' ({type(module).__name__}) "
-                "is not exportable to plain torch"
-            )

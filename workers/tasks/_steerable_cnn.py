@@ -20,7 +20,6 @@ Convolutions have odd kernels with ``padding = k // 2`` (size-preserving), no st
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,9 +28,7 @@ import torch
 from escnn import gspaces
 from torch import nn
 
-from workers.relax import NotExportableError, RelaxedLayer, project_model, relaxed_layers
-
-from ._so2_export import CUSTOM_EXPORTERS
+from workers.relax import export_module
 
 GROUP_ORDERS: dict[str, int] = {"C4": 4, "C8": 8, "C16": 16, "SO2": -1}
 NONLINEARITIES: dict[str, tuple[str, ...]] = {
@@ -211,14 +208,13 @@ class SteerableCNN(nn.Module):
     def export(self) -> ExportedSteerableCNN:
         """Plain-torch module (no escnn) computing the same function in eval mode.
 
-        Works on a deep copy (escnn's ``export()`` switches modules to eval mode). Relaxed
-        layers must have been projected first (``workers.relax.project_model``).
+        Exports copies (:func:`workers.relax.export_module`); the model is not modified.
+        Relaxed layers must have been projected first (``workers.relax.project_model``).
         """
-        model = deepcopy_module(self).eval()
         return ExportedSteerableCNN(
-            export_escnn_module(model.body, "body"),
-            export_escnn_module(model.invariant, "invariant"),
-            model.head,
+            export_module(self.body, "body"),
+            export_module(self.invariant, "invariant"),
+            export_module(self.head, "head"),
         ).eval()
 
 
@@ -233,96 +229,3 @@ class ExportedSteerableCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.invariant(self.body(images)).amax(dim=(2, 3)))
-
-
-# ---- export and the exportability check ----------------------------------------------------
-def deepcopy_module(module: nn.Module) -> nn.Module:
-    """``copy.deepcopy`` that also works on escnn modules in eval mode.
-
-    In eval mode ``R2Conv`` caches its expanded filter (and bias) as buffers computed
-    with autograd on, and torch refuses to deep-copy such non-leaf tensors. The memo maps each
-    of them to a detached clone, leaving ``module`` itself untouched.
-    """
-    memo: dict[int, object] = {}
-    for sub in module.modules():
-        for attr in ("filter", "expanded_bias"):
-            # a buffer (R2Conv registers it) or a plain attribute, depending on the module
-            value = sub._buffers.get(attr, sub.__dict__.get(attr))
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(module, memo)
-
-
-def _is_escnn(module: nn.Module) -> bool:
-    return type(module).__module__.split(".")[0] == "escnn"
-
-
-def export_escnn_module(module: nn.Module, name: str = "model") -> nn.Module:
-    """Export an escnn module (recursively for ``SequentialModule``) to plain torch.
-
-    Uses :data:`CUSTOM_EXPORTERS` where escnn has no (escnn-free) export, otherwise the
-    module's own ``export()``. Raises :class:`NotExportableError` naming the first module
-    (by its dotted path under ``name``) that cannot be exported.
-    """
-    if isinstance(module, enn.SequentialModule):
-        return nn.Sequential(
-            OrderedDict(
-                (child_name, export_escnn_module(child, f"{name}.{child_name}"))
-                for child_name, child in module._modules.items()
-            )
-        )
-    exporter = CUSTOM_EXPORTERS.get(type(module))
-    try:
-        if isinstance(module, RelaxedLayer):
-            raise NotImplementedError(
-                "a relaxed layer is not equivariant; project the model first "
-                "(workers.relax.project_model)"
-            )
-        if exporter is not None:
-            exported = exporter(module)
-        elif isinstance(module, enn.EquivariantModule):
-            exported = module.export()
-        elif not any(_is_escnn(m) for m in module.modules()):
-            exported = module  # already plain torch
-        else:
-            raise NotImplementedError(
-                "not an escnn module with export(); relaxed layers must be projected first"
-            )
-    except NotExportableError:
-        raise
-    except (NotImplementedError, ValueError, AssertionError) as err:
-        detail = str(err).strip() or type(err).__name__
-        raise NotExportableError(
-            f"module '{name}' ({type(module).__name__}) cannot be exported to plain torch: "
-            f"{' '.join(detail.split())}"
-        ) from err
-    if exported is None:
-        # escnn base classes (e.g. _IIDBatchNorm) declare export() and return nothing
-        raise NotExportableError(
-            f"module '{name}' ({type(module).__name__}) cannot be exported to plain torch: "
-            "its export() returned None"
-        )
-    assert_plain_torch(exported, name)
-    return exported
-
-
-def assert_plain_torch(module: nn.Module, name: str = "model") -> None:
-    """Raise :class:`NotExportableError` if any submodule still comes from escnn."""
-    for sub_name, sub in module.named_modules():
-        if _is_escnn(sub):
-            where = f"{name}.{sub_name}" if sub_name else name
-            raise NotExportableError(
-                f"module '{where}' exports to {type(sub).__module__}.{type(sub).__name__}, "
-                "which still needs escnn"
-            )
-
-
-def check_model_exportable(model: SteerableCNN) -> None:
-    """Raise :class:`~workers.relax.NotExportableError` (naming the module) unless the
-    projected model exports to plain torch.
-
-    Runs the real export on a projected copy rather than asking each module whether it has
-    an ``export()``: that also catches exports that return ``None`` or still use escnn.
-    """
-    target = project_model(model, "drop") if relaxed_layers(model) else model
-    target.export()

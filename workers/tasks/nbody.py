@@ -15,8 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from workers.relax import check_exportable
+
 from ._base import Splits
-from ._egnn import NBodyEGNN, check_exportable
+from ._egnn import EXPORTABLE_MODULES, NBodyEGNN
 from ._nbody_sim import NBodySimConfig, load_or_simulate
 
 #: frame the model sees and frame it predicts (EGNN's charged N-body setting)
@@ -124,7 +126,7 @@ class NBodyTask:
                 vector_channels=int(self.model_config["vector_channels"]),
                 n_particles=self.sim_config.n_particles,
             )
-        check_exportable(model)
+        check_exportable(model, allowed=EXPORTABLE_MODULES)
         return model
 
     # ---- objective ----------------------------------------------------------------

@@ -20,16 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.relax import relative_error, relax_model
+from workers.relax import check_exportable, relative_error, relax_model
 
 from ._base import Splits
 from ._mnist_data import RotatedMNISTConfig, load_rotated_mnist
-from ._steerable_cnn import (
-    SteerableCNN,
-    SteerableCNNConfig,
-    build_gspace,
-    check_model_exportable,
-)
+from ._steerable_cnn import SteerableCNN, SteerableCNNConfig, build_gspace
 
 MODEL_DEFAULTS: dict[str, Any] = {
     "group": "C8",
@@ -135,7 +130,7 @@ class RotatedMNISTTask:
             torch.manual_seed(seed)
             model = SteerableCNN(self.cnn_config)
         relax_model(model, init="zeros")
-        check_model_exportable(model)
+        check_exportable(model)
         return model
 
     # ---- objective ----------------------------------------------------------------

@@ -31,7 +31,14 @@ from workers.tasks import build_task
 if TYPE_CHECKING:
     from ._loop import Trainer
 
-FILES = ("model.safetensors", "model.ts", "inputs.safetensors", "config.json", "certificate.json", "metrics.json")
+FILES = (
+    "model.safetensors",
+    "model.ts",
+    "inputs.safetensors",
+    "config.json",
+    "certificate.json",
+    "metrics.json",
+)
 
 
 class CheckpointError(RuntimeError):
@@ -57,7 +64,9 @@ def write_checkpoint(trainer: Trainer, out_dir: str | Path) -> tuple[Path, dict[
     out_dir = Path(out_dir)
     task, config = trainer.task, trainer.config
     projected = trainer.projected_model()
-    relaxed_errors = trainer.task.equivariance_errors(trainer.model.eval(), trainer.eval_inputs, config.seed)
+    relaxed_errors = trainer.task.equivariance_errors(
+        trainer.model.eval(), trainer.eval_inputs, config.seed
+    )
     plain = projected.export().eval().cpu()
     inputs = tuple(t.detach().cpu() for t in trainer.eval_inputs)
     scripted = to_torchscript(plain, inputs)
@@ -67,7 +76,9 @@ def write_checkpoint(trainer: Trainer, out_dir: str | Path) -> tuple[Path, dict[
     projected.to(trainer.device)
     gap = float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
     if gap > 1e-4:
-        raise CheckpointError(f"exported model differs from the projected model (relative {gap:.2e})")
+        raise CheckpointError(
+            f"exported model differs from the projected model (relative {gap:.2e})"
+        )
     with torch.no_grad():
         errors = task.equivariance_errors(scripted, inputs, config.seed)
     certificate = make_certificate(
@@ -113,9 +124,16 @@ def write_checkpoint(trainer: Trainer, out_dir: str | Path) -> tuple[Path, dict[
     try:
         weights = {k: v.detach().cpu().contiguous().clone() for k, v in plain.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
-        save_file({f"input_{i}": t.contiguous() for i, t in enumerate(inputs)}, str(tmp / "inputs.safetensors"))
+        save_file(
+            {f"input_{i}": t.contiguous() for i, t in enumerate(inputs)},
+            str(tmp / "inputs.safetensors"),
+        )
         scripted.save(str(tmp / "model.ts"))
-        for name, payload in (("config.json", config_json), ("certificate.json", certificate), ("metrics.json", metrics)):
+        for name, payload in (
+            ("config.json", config_json),
+            ("certificate.json", certificate),
+            ("metrics.json", metrics),
+        ):
             (tmp / name).write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -154,10 +172,15 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
     inputs = tuple(stored_inputs[f"input_{i}"] for i in range(len(stored_inputs)))
     shapes = [list(t.shape[1:]) for t in inputs]
     if shapes != config.get("input_shapes"):
-        problems.append(f"inputs.safetensors shapes {shapes} do not match config.json {config.get('input_shapes')}")
+        problems.append(
+            f"inputs.safetensors shapes {shapes} do not match config.json {config.get('input_shapes')}"
+        )
     task = build_task(config["task"], config["model"], config["data"])
     with torch.no_grad():
-        errors = {k: float(v) for k, v in task.equivariance_errors(scripted, inputs, int(config["seed"])).items()}
+        errors = {
+            k: float(v)
+            for k, v in task.equivariance_errors(scripted, inputs, int(config["seed"])).items()
+        }
     tolerance = float(stored_cert.get("tolerance", 1e-4))
     exact = [errors[k] for k in task.exact_elements if k in errors]
     max_exact = max(exact) if exact else float("nan")

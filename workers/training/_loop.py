@@ -109,7 +109,9 @@ class Trainer:
         self.task = task or build_task(config.task, config.model, config.data)
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
-        self.splits = self.task.build_data(config.seed if config.data_seed is None else config.data_seed)
+        self.splits = self.task.build_data(
+            config.seed if config.data_seed is None else config.data_seed
+        )
         self.model: nn.Module = self.task.build_model(config.seed).to(self.device)
         self.schedule = make_schedule(hp, epochs=config.epochs)
         self.relaxing = self.schedule.family != "none"
@@ -124,7 +126,10 @@ class Trainer:
         set_free_scale(self.model, str(hp.get("relax.free_scale", "plain")))
         if self.relaxing:
             reset_free_terms(
-                self.model, hp.get("relax.init", "normal"), float(hp.get("relax.init_std", 1e-2)), seed=config.seed
+                self.model,
+                hp.get("relax.init", "normal"),
+                float(hp.get("relax.init_std", 1e-2)),
+                seed=config.seed,
             )
         else:
             # standard equivariant training: the free terms never act, so don't train them
@@ -134,7 +139,9 @@ class Trainer:
                 for p in layer.free_parameters():
                     p.requires_grad_(False)
         self.model.to(self.device)
-        record_inputs(self.model, self.penalty_weights["lie"] > 0 or self.penalty_weights["norm"] > 0)
+        record_inputs(
+            self.model, self.penalty_weights["lie"] > 0 or self.penalty_weights["norm"] > 0
+        )
         # two AdamW groups: the free weights get their own learning rate and weight decay
         # (Adam cancels θ in their gradient, so only these bound how fast they grow)
         self.free_params = [p for p in free_parameters(self.model) if p.requires_grad]
@@ -142,7 +149,9 @@ class Trainer:
         lr = float(hp.get("optim.lr", 1e-3))
         groups = [
             {
-                "params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in free_ids],
+                "params": [
+                    p for p in self.model.parameters() if p.requires_grad and id(p) not in free_ids
+                ],
                 "lr": lr,
                 "weight_decay": float(hp.get("optim.weight_decay", 0.0)),
             }
@@ -159,7 +168,11 @@ class Trainer:
         self.batch_size = int(hp.get("optim.batch_size", 64))
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.train_loader = DataLoader(
-            self.splits.train, batch_size=self.batch_size, shuffle=True, generator=self.shuffle, drop_last=False
+            self.splits.train,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=self.shuffle,
+            drop_last=False,
         )
         self.val_loader = DataLoader(self.splits.val, batch_size=256)
         self.test_loader = DataLoader(self.splits.test, batch_size=256)
@@ -179,7 +192,9 @@ class Trainer:
     def theta_at(self, progress: float) -> float:
         return self.schedule(progress)
 
-    def fit(self, hooks: Iterable[TrainingHook] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    def fit(
+        self, hooks: Iterable[TrainingHook] = (), should_stop: Callable[[], bool] | None = None
+    ) -> TrainResult:
         hooks = list(hooks)
         steps_per_epoch = len(self.train_loader)
         total_steps = steps_per_epoch * self.config.epochs
@@ -219,7 +234,10 @@ class Trainer:
             self.epoch += 1
             mean_penalties = {k: v / penalty_counts[k] for k, v in penalty_sums.items()}
             report = self._measure(
-                loss_sum / max(n_batches, 1), mean_penalties, time.perf_counter() - start, grad_ratio
+                loss_sum / max(n_batches, 1),
+                mean_penalties,
+                time.perf_counter() - start,
+                grad_ratio,
             )
             self.reports.append(report)
             for hook in hooks:
@@ -235,11 +253,17 @@ class Trainer:
     def _grad_ratio(self, loss: torch.Tensor, penalty: torch.Tensor) -> float | None:
         """‖∂penalty/∂W‖ / ‖∂loss/∂W‖ over the free weights W (None when the task gradient
         is 0, i.e. θ = 0). Two extra backward passes, once per epoch."""
-        if not self.free_params or not isinstance(penalty, torch.Tensor) or not penalty.requires_grad:
+        if (
+            not self.free_params
+            or not isinstance(penalty, torch.Tensor)
+            or not penalty.requires_grad
+        ):
             return None
 
         def norm(target: torch.Tensor) -> float:
-            grads = torch.autograd.grad(target, self.free_params, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(
+                target, self.free_params, retain_graph=True, allow_unused=True
+            )
             return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
 
         task = norm(loss)
@@ -276,7 +300,11 @@ class Trainer:
         return float(max(exact)) if exact else float("nan")
 
     def _measure(
-        self, train_loss: float, mean: dict[str, float], seconds: float, grad_ratio: float | None = None
+        self,
+        train_loss: float,
+        mean: dict[str, float],
+        seconds: float,
+        grad_ratio: float | None = None,
     ) -> EpochReport:
         progress = self.epoch / self.config.epochs
         theta = self.theta_at(progress) if progress < 1.0 else self.theta_at(1.0)
@@ -301,7 +329,9 @@ class Trainer:
             penalty_grad_ratio=grad_ratio,
         )
         if not math.isfinite(val_projected):
-            raise TrialDivergedError(f"validation metric became {val_projected} at epoch {self.epoch}")
+            raise TrialDivergedError(
+                f"validation metric became {val_projected} at epoch {self.epoch}"
+            )
         return report
 
     # ---- resume state (internal; loads with weights_only=True) -------------------------

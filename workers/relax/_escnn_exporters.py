@@ -3,8 +3,9 @@
 escnn 1.0.11 cannot export what SO(2) models need: ``FourierPointwise``/``FourierELU``,
 ``NormPool`` and ``PointwiseAvgPool2D`` have no ``export()``, and ``GroupPooling.export()``
 returns ``escnn.nn.MaxPoolChannels``, which still imports escnn. The modules below compute
-the same functions on plain tensors (TorchScript-traceable); :data:`CUSTOM_EXPORTERS` maps
-each escnn class to the function that converts an instance.
+the same functions on plain tensors (TorchScript-traceable); :data:`ESCNN_EXPORTERS` maps
+each escnn class to the function that converts an instance (the export registry in
+``_export.py`` starts from it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import escnn.nn as enn
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from workers.relax import register_exporter
 
 _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -149,14 +148,10 @@ def export_avg_pool(module: enn.PointwiseAvgPool2D) -> nn.Module:
 
 #: escnn class → exporter; checked before a module's own ``export()`` (exact class match,
 #: so subclasses with different behaviour, e.g. the anti-aliased pools, are not captured)
-CUSTOM_EXPORTERS: dict[type, Callable[[nn.Module], nn.Module]] = {
+ESCNN_EXPORTERS: dict[type, Callable[[nn.Module], nn.Module]] = {
     enn.FourierPointwise: export_fourier_pointwise,
     enn.FourierELU: export_fourier_pointwise,
     enn.NormPool: export_norm_pool,
     enn.GroupPooling: export_group_pooling,
     enn.PointwiseAvgPool2D: export_avg_pool,
 }
-
-# make workers.relax.export_escnn / check_exportable use them too
-for _cls, _exporter in CUSTOM_EXPORTERS.items():
-    register_exporter(_cls, _exporter)
