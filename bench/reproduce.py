@@ -217,7 +217,9 @@ def summarise(task: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[s
             ]
         )
     quantity = QUANTITY[task]
-    print(table(["seed", f"standard ({quantity})", f"paper ({quantity})", "paper − standard"], rows))
+    print(
+        table(["seed", f"standard ({quantity})", f"paper ({quantity})", "paper − standard"], rows)
+    )
     out: dict[str, Any] = {
         "quantity": quantity,
         "pairs": [{"seed": s, "standard": a, "paper": b} for s, a, b in pairs],
@@ -231,11 +233,15 @@ def summarise(task: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[s
         "verdict": None,
     }
     for d in out["diverged"]:
-        print(f"diverged (left out of the statistics): {d['recipe']} seed {d['seed']}: {d['reason']}")
+        print(
+            f"diverged (left out of the statistics): {d['recipe']} seed {d['seed']}: {d['reason']}"
+        )
     if len(pairs) >= 2:
         difference = paired_difference(paper, standard, "lower")
         out["difference"] = difference.as_dict()
-        out["verdict"] = verdict(difference, "lower", quantity).replace("relaxation", "the paper recipe", 1)
+        out["verdict"] = verdict(difference, "lower", quantity).replace(
+            "relaxation", "the paper recipe", 1
+        )
         low, high = difference.ci
         rel = ""
         if difference.relative_ci is not None:
@@ -249,7 +255,11 @@ def summarise(task: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[s
         print(out["verdict"])
     else:
         print(f"fewer than 2 complete pairs ({len(pairs)}): no interval")
-    paper_runs = [r for r in runs if r["task"] == task and r["recipe"] == "paper" and r.get("value") is not None]
+    paper_runs = [
+        r
+        for r in runs
+        if r["task"] == task and r["recipe"] == "paper" and r.get("value") is not None
+    ]
     if paper_runs:
         print(
             "paper runs: highest θ at an epoch's end {:.3g}, last epochs trained at θ = 0: {}, "
@@ -257,7 +267,9 @@ def summarise(task: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[s
                 max(r["max_theta"] for r in paper_runs),
                 sorted({r["tail_epochs_at_zero"] for r in paper_runs}),
                 max(r["certificate_max_error"] for r in paper_runs),
-                "all passed" if all(r["certificate_passed"] for r in paper_runs) else "NOT all passed",
+                "all passed"
+                if all(r["certificate_passed"] for r in paper_runs)
+                else "NOT all passed",
             )
         )
     return out
@@ -269,9 +281,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--epochs-nbody", type=int, default=EPOCHS["nbody"])
     parser.add_argument("--epochs-mnist", type=int, default=EPOCHS["rotated_mnist"])
-    parser.add_argument("--workers", type=int, default=2, help="runs at a time (1: in this process)")
-    parser.add_argument("--cache-dir", default=None, help="data cache folder (default: the tasks' own)")
-    parser.add_argument("--json", default=None, help="where to save the results (default bench/results/)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="runs at a time (1: in this process)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="data cache folder (default: the tasks' own)"
+    )
+    parser.add_argument(
+        "--json", default=None, help="where to save the results (default bench/results/)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -295,7 +313,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for seed in args.seeds:
             for recipe, hparams in recipes(task).items():
                 jobs.append(
-                    {**cfg, "task": task, "recipe": recipe, "seed": seed, "hparams": hparams, "epochs": epochs[task]}
+                    {
+                        **cfg,
+                        "task": task,
+                        "recipe": recipe,
+                        "seed": seed,
+                        "hparams": hparams,
+                        "epochs": epochs[task],
+                    }
                 )
     print(f"reproduce: {len(jobs)} runs, {args.workers} at a time; seeds {args.seeds}")
     print(f"  paper recipe (the paper preset's fixed values): {paper_recipe()}")
@@ -314,7 +339,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     figures: dict[str, Any] = {"args": vars(args), "epochs": epochs, "sizes": sizes, "tasks": {}}
     for task in args.tasks:
-        print(f"\n## {task}: {QUANTITY[task]} of the projected model, {epochs[task]} epochs, seeds {args.seeds}")
+        print(
+            f"\n## {task}: {QUANTITY[task]} of the projected model, {epochs[task]} epochs, seeds {args.seeds}"
+        )
         figures["tasks"][task] = {
             "recipes": recipes(task),
             "runs": [r for r in runs if r["task"] == task],
@@ -329,7 +356,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"benchmark": "reproduce", "quick": args.quick, "machine": machine(), "figures": figures}
+        payload = {
+            "benchmark": "reproduce",
+            "quick": args.quick,
+            "machine": machine(),
+            "figures": figures,
+        }
         path.write_text(json.dumps(_common._clean(payload), indent=2) + "\n")
         print(f"saved {path}")
     else:
