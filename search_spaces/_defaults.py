@@ -14,7 +14,7 @@ from typing import Any
 
 from search_spaces._errors import SpecError
 
-#: Schedule families of METHOD.md §2, in the order of that table.
+#: Schedule families of docs/METHOD.md §2, in the order of that table.
 SCHEDULE_FAMILIES: tuple[str, ...] = (
     "none",
     "triangular",
@@ -36,7 +36,7 @@ SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
     "constant": ("relax.theta",),
 }
 
-#: How a relaxed model is made exactly equivariant again (METHOD.md §4).
+#: How a relaxed model is made exactly equivariant again (docs/METHOD.md §4).
 PROJECTIONS: tuple[str, ...] = ("orthogonal", "drop")
 
 #: Initialisations of the free term ``W``.

@@ -1,4 +1,4 @@
-"""The job spec users submit (DESIGN.md, "Job spec"), validated with errors naming the field.
+"""The job spec users submit (README.md, "The job spec"), validated with errors naming the field.
 
     name: rotmnist-c8
     task: rotated_mnist            # a name in the entry point group relaxtune.tasks

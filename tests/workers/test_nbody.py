@@ -132,7 +132,7 @@ def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_sanity_baselines(tmp_path: Path) -> None:
-    """METHOD.md §7: copying x30 gives MSE ≈ 0.27, x30 + v·1.0 gives ≈ 0.11."""
+    """docs/METHOD.md §7: copying x30 gives MSE ≈ 0.27, x30 + v·1.0 gives ≈ 0.11."""
     task = NBodyTask(
         {}, {"train_size": 400, "val_size": 1, "test_size": 1, "cache_dir": str(tmp_path)}
     )

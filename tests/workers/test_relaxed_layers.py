@@ -1,4 +1,4 @@
-"""One contract suite for every relaxed layer type (METHOD.md §1, §3, §4).
+"""One contract suite for every relaxed layer type (docs/METHOD.md §1, §3, §4, §10).
 
 Each case builds a relaxed layer, an input, and the group action on inputs and outputs;
 the same tests then check: θ = 0 equals the projection, the orthogonal projection is
@@ -67,7 +67,7 @@ def _conv_case(name, gspace, in_fields, out_fields, kernel, continuous, stride=1
         return enn.GeometricTensor(torch.randn(3, layer.in_type.size, 17, 17), layer.in_type)
 
     def actions(layer):
-        # only the 90° multiples are exact on a square pixel grid (METHOD.md §5)
+        # only the 90° multiples are exact on a square pixel grid (docs/METHOD.md §5)
         n = 4
         group = layer.in_type.fibergroup
         if group.continuous:

@@ -1,4 +1,4 @@
-"""θ schedules: shapes, exact zero at the end, built from plain dicts (METHOD.md §2)."""
+"""θ schedules: shapes, exact zero at the end, built from plain dicts (docs/METHOD.md §2)."""
 
 from __future__ import annotations
 

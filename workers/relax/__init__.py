@@ -1,4 +1,4 @@
-"""Constraint relaxation for equivariant networks (METHOD.md).
+"""Constraint relaxation for equivariant networks (docs/METHOD.md).
 
 Relaxed layers compute ``f_eq(x) + θ·W(x)``; schedules drive θ to 0; penalties keep W
 near the equivariant subspace; projection maps the model back to an exactly equivariant

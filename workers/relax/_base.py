@@ -1,4 +1,4 @@
-"""The relaxed-layer contract: ``f(x) = f_eq(x) + θ·W(x)`` (METHOD.md §1)."""
+"""The relaxed-layer contract: ``f(x) = f_eq(x) + θ·W(x)`` (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Measuring equivariance (METHOD.md §5) and the certificate a checkpoint carries."""
+"""Measuring equivariance (docs/METHOD.md §5) and the certificate a checkpoint carries."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Relaxed escnn layers: ``R2Conv`` (any gspace on R², C_N and SO(2) included) and ``Linear``.
 
 The free term ``K_free`` is a dense kernel of the same shape as the expanded equivariant
-filter, so the layer applies ``K_eq + θ·K_free`` as one convolution (METHOD.md §1).
+filter, so the layer applies ``K_eq + θ·K_free`` as one convolution (docs/METHOD.md §1).
 
 Projection uses the layer's own steerable basis. escnn builds one small basis per pair of
 (input field type, output field type) and reuses it for every pair of fields of those types

@@ -1,4 +1,4 @@
-"""Penalties on the free terms (METHOD.md §3).
+"""Penalties on the free terms (docs/METHOD.md §3).
 
 The activation penalties (``norm``: ``‖W x‖``; ``lie``: ``‖L_A(W) x‖``) look at the whole
 batch and come in two forms (``relax.penalty_form``):

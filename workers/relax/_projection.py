@@ -1,4 +1,4 @@
-"""Projection of a relaxed model back to an exactly equivariant one (METHOD.md §4)."""
+"""Projection of a relaxed model back to an exactly equivariant one (docs/METHOD.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""θ schedules: pure functions of training progress ``t ∈ [0, 1]`` (METHOD.md §2).
+"""θ schedules: pure functions of training progress ``t ∈ [0, 1]`` (docs/METHOD.md §2).
 
 A schedule holds no state: θ is recomputed from progress every step, so resuming a run
 continues the same curve. Every family except ``constant`` ends at exactly θ = 0 and,

@@ -38,7 +38,7 @@ class Task(Protocol):
     * ``loss`` is a mean over the batch; ``metric_sums`` returns ``(sum, count)`` so the
       metric of a whole split is ``Σsum / Σcount`` (``metric``/``mode`` say what it is).
     * ``equivariance_errors`` returns ``{element_name: relative_error}`` measured as in
-      METHOD.md §5 on the given inputs (max over the batch).
+      docs/METHOD.md §5 on the given inputs (max over the batch).
     * Everything is deterministic for a given seed.
     """
 

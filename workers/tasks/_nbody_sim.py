@@ -1,4 +1,4 @@
-"""Charged N-body simulator and its on-disk cache (METHOD.md §7).
+"""Charged N-body simulator and its on-disk cache (docs/METHOD.md §7).
 
 The simulation follows the charged-particles generator of Kipf et al. (NRI) as used by
 EGNN: unit masses, charges ±1, force on ``i`` equal to

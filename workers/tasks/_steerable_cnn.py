@@ -1,6 +1,6 @@
 """Steerable CNN for rotated images (escnn), with a plain-torch export.
 
-Layout (METHOD.md §5: every size stays even and every pooling is 2×2, so the 90° rotations
+Layout (docs/METHOD.md §5: every size stays even and every pooling is 2×2, so the 90° rotations
 of a 28×28 input are exact symmetries of the whole network)::
 
     image (B,1,28,28) ─> [R2Conv ─> batch norm ─> nonlinearity (─> 2×2 pool)] × depth

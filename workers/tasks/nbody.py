@@ -1,4 +1,4 @@
-"""The charged N-body task (METHOD.md §7): predict positions 10 frames ahead, E(3) symmetry.
+"""The charged N-body task (docs/METHOD.md §7): predict positions 10 frames ahead, E(3) symmetry.
 
 Items are ``(positions30 (5, 3), velocities30 (5, 3), charges (5, 1), positions40 (5, 3))``
 float32. The data depend only on the data config (``data_seed`` in particular), never on a

@@ -170,7 +170,7 @@ class RotatedMNISTTask:
     def equivariance_errors(
         self, model: nn.Module, inputs: tuple[torch.Tensor, ...], seed: int
     ) -> dict[str, float]:
-        """``{element: max_batch relative error}`` (METHOD.md §5), in eval mode.
+        """``{element: max_batch relative error}`` (docs/METHOD.md §5), in eval mode.
 
         Inputs are rotated with escnn's ``GeometricTensor.transform`` (an exact pixel
         permutation for 90° multiples, interpolation otherwise). For a model exposing

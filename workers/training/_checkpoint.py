@@ -1,4 +1,4 @@
-"""The checkpoint folder users download (DESIGN.md): no pickle anywhere.
+"""The checkpoint folder users download (README.md, "The checkpoint"): no pickle anywhere.
 
     model.safetensors   exported plain-torch weights
     model.ts            TorchScript of the exported model (``torch.jit.load`` and nothing else)

@@ -1,4 +1,4 @@
-"""The training loop of one trial — the whole step is visible here (STYLE.md):
+"""The training loop of one trial — the whole step is visible here (docs/METHOD.md §6):
 
     θ from the schedule → set on the model → task loss + weighted penalties → backward →
     step → (per epoch) measure projected and relaxed model → hooks observe.
@@ -379,7 +379,7 @@ def train(
     out_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train one trial; resume from a state folder if given; write the checkpoint folder
-    (DESIGN.md) to ``out_dir`` if given."""
+    (README.md, "The checkpoint") to ``out_dir`` if given."""
     from ._checkpoint import write_checkpoint
 
     trainer = Trainer(config)

@@ -23,7 +23,7 @@ _TEXT_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-ya
 _SPEC_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "a job spec (see DESIGN.md) as JSON or YAML text",
+        "description": "a job spec (see README.md, 'The job spec') as JSON or YAML text",
         "content": {
             "application/json": {"schema": {"type": "object"}},
             "application/yaml": {"schema": {"type": "string"}},
