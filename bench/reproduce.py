@@ -89,8 +89,8 @@ QUICK_SIZES: dict[str, dict[str, Any]] = {
         "data": {"train_size": 96, "val_size": 64, "test_size": 64},
     },
     "rotated_mnist": {
-        "model": {"group": "C4", "width": 4, "depth": 1, "head_hidden": 16},
-        "data": {"train_size": 320, "val_size": 64, "test_size": 200},
+        "model": {"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
+        "data": {"train_size": 640, "val_size": 64, "test_size": 200},
     },
 }
 QUICK_EPOCHS = 3
@@ -331,7 +331,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     started = time.perf_counter()
     if args.workers <= 1:
-        runs = [run_one(job) for job in jobs]
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            runs = [run_one(job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)  # run_one trains on one thread, like a worker
     else:
         with mp.get_context("spawn").Pool(args.workers) as pool:
             runs = pool.map(run_one, jobs, chunksize=1)
