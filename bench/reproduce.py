@@ -67,10 +67,12 @@ TUNED_OPTIMISER: dict[str, dict[str, Any]] = {
     },
 }
 
-#: Epochs of the full run. N-body: as many as fit in about 30 minutes for 2 × 5 runs on
-#: 2 cores (an epoch of 3000 systems plus the evaluation of 2000 validation systems, measured
-#: one thread per run, two runs at a time).
-EPOCHS: dict[str, int] = {"nbody": 40, "rotated_mnist": 20}
+#: Epochs of the full run: as many as fit in about 30 minutes per task for its 2 × 5 runs on
+#: 2 cores, two runs at a time on one thread each. Measured with two runs in parallel (load
+#: average about 1.5 from other work), an epoch including its validation took: N-body 2.0 s
+#: (standard) and 3.5 s (paper), so 5 × 120 × 5.5 s / 2 ≈ 27 min; rotated MNIST 26 s and 31 s,
+#: so 5 × 12 × 57 s / 2 ≈ 28 min. A busier machine takes proportionally longer.
+EPOCHS: dict[str, int] = {"nbody": 120, "rotated_mnist": 12}
 
 SIZES: dict[str, dict[str, Any]] = {
     "nbody": {
