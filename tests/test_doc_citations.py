@@ -49,6 +49,6 @@ def test_cited_documents_and_sections_exist() -> None:
 
 
 def test_the_check_catches_a_missing_document() -> None:
-    found = CITATION.findall("see ../shared/METHOD.md §3 and DESIGN.md")
-    assert found == [("../shared/METHOD.md", "3"), ("DESIGN.md", "")]
+    found = CITATION.findall("see ../outside/METHOD.md §3 and DESIGN.md")
+    assert found == [("../outside/METHOD.md", "3"), ("DESIGN.md", "")]
     assert not (ROOT / "DESIGN.md").exists()
