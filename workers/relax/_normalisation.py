@@ -1,4 +1,4 @@
-"""Normalisation statistics of a projected model (METHOD.md §4).
+"""Normalisation statistics of a projected model (docs/METHOD.md §4).
 
 Batch normalisation keeps running statistics of the activations it saw in training. In a
 relaxed model those activations include the free term ``θ·W(x)``; projection removes (or

@@ -284,7 +284,7 @@ class Trainer:
     def projected_model(self) -> nn.Module:
         """The projected (exactly equivariant) copy of the model, in eval mode, with its
         normalisation statistics recomputed on ``norm_batches``: the running statistics were
-        gathered with the free term active (METHOD.md §4). Every validation, test, export and
+        gathered with the free term active (docs/METHOD.md §4). Every validation, test, export and
         certificate goes through here."""
         projected = project_model(self.model, self.projection)
         if self.norm_batches:
