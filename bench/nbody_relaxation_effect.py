@@ -39,7 +39,9 @@ def _term_norms(trainer: Trainer) -> list[dict[str, float]]:
     layers = relaxed_layers(trainer.model)
     recorded: dict[int, torch.Tensor] = {}
     handles = [
-        layer.register_forward_pre_hook(lambda m, args, i=i: recorded.__setitem__(i, args[0].detach()))
+        layer.register_forward_pre_hook(
+            lambda m, args, i=i: recorded.__setitem__(i, args[0].detach())
+        )
         for i, layer in enumerate(layers)
     ]
     trainer.model.eval()
@@ -223,7 +225,9 @@ def main() -> None:
     offs = [by[("off", s)]["test_mse"] for s in args.seeds]
     ons = [by[("on", s)]["test_mse"] for s in args.seeds]
     print(f"mean test MSE off {statistics.mean(offs):.5f}, on {statistics.mean(ons):.5f}")
-    print("\nfree vs equivariant terms of the relaxed runs, mid-training and at the last epoch with θ > 0:")
+    print(
+        "\nfree vs equivariant terms of the relaxed runs, mid-training and at the last epoch with θ > 0:"
+    )
     norm_rows = []
     for seed in args.seeds:
         on = by[("on", seed)]

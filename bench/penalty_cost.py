@@ -37,7 +37,12 @@ def _trainer(**hparams: Any) -> Trainer:
         task="rotated_mnist",
         model=dict(spec["model"]),
         data={"train_size": 256, "val_size": 64, "test_size": 64},
-        hparams={"relax.schedule": "constant", "relax.theta": 0.5, "optim.batch_size": 64, **hparams},
+        hparams={
+            "relax.schedule": "constant",
+            "relax.theta": 0.5,
+            "optim.batch_size": 64,
+            **hparams,
+        },
         epochs=1,
         seed=0,
         device="cpu",
@@ -46,7 +51,9 @@ def _trainer(**hparams: Any) -> Trainer:
     return Trainer(config)
 
 
-def _step(trainer: Trainer, model: torch.nn.Module, optimizer: torch.optim.Optimizer, relaxed: bool):
+def _step(
+    trainer: Trainer, model: torch.nn.Module, optimizer: torch.optim.Optimizer, relaxed: bool
+):
     def step(inputs: list[torch.Tensor], target: torch.Tensor) -> None:
         if relaxed:
             set_theta(model, 0.5)
@@ -95,7 +102,9 @@ def main() -> None:
         f"{args.rounds} interleaved rounds, {args.threads} thread(s)"
     )
     print(table(["variant", "median ms", "ratio to standard"], rows))
-    print(f"full-batch paper penalty step / standard step: {medians['paper'] / medians['standard']:.2f}")
+    print(
+        f"full-batch paper penalty step / standard step: {medians['paper'] / medians['standard']:.2f}"
+    )
 
 
 if __name__ == "__main__":

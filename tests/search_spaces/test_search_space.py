@@ -367,7 +367,9 @@ def test_relax_preset_searches_the_free_term_and_the_batch_independent_penalty()
     assert params["relax.penalty_form"].value == "per_sample"
     # the low end of the λ range still matters: per_sample at λ is paper at λ/√batch, and
     # paper at 0.01 (batch 64) is about the task gradient; the old 1e-5 low end was nothing
-    assert 1e-3 <= params["relax.lambda_norm"].low <= 5e-3 <= 0.5 <= params["relax.lambda_norm"].high
+    assert (
+        1e-3 <= params["relax.lambda_norm"].low <= 5e-3 <= 0.5 <= params["relax.lambda_norm"].high
+    )
     assert {"relax.free_lr_mult", "relax.free_weight_decay"} <= set(params)
     assert all(params[k].kind == "float" for k in ("relax.free_lr_mult", "relax.free_weight_decay"))
 
