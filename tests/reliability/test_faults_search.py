@@ -231,7 +231,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_at_export_fails_clearly_keeps_trials_and_reexports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: Any
 ) -> None:
     artifacts = tmp_path / "art"
     store = JobStore(store_url(tmp_path))
@@ -241,7 +241,7 @@ def test_disk_full_at_export_fails_clearly_keeps_trials_and_reexports(
     job_folder = artifacts / "jobs" / job.id
     # the job's folder is a 4 KiB disk; its trial states live on a roomy one mounted inside
     if not _mount_tmpfs(job_folder, "4k"):
-        pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN")
+        missing("TMPFS", "mounting a tmpfs needs root with CAP_SYS_ADMIN")
     try:
         assert _mount_tmpfs(job_folder / "trials", "64m")
         config = Settings(db=store.url, artifacts=artifacts, ray_storage=str(tmp_path / "ray"))
