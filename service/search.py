@@ -177,6 +177,9 @@ def _make_searcher_class():
                     ot_trial.set_user_attr("history", history)
                 return
             history.append(_json_safe(entry))
+            if result.get("first_batch_at") and "first_batch_at" not in ot_trial.user_attrs:
+                # when the trial began training (its first attempt's first batch)
+                ot_trial.set_user_attr("first_batch_at", float(result["first_batch_at"]))
             value = result.get(self.metric)
             if value is not None and math.isfinite(value):
                 ot_trial.report(float(value), epoch)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -76,6 +77,9 @@ def _check_finished_search(tmp_path: Path, job_id: str, spec: dict, result: dict
         assert t.value == pytest.approx(t.user_attrs["val_projected"])
         assert t.user_attrs["equivariance_error_projected"] < 1e-4
         assert "final_theta" in t.user_attrs and Path(t.user_attrs["checkpoint"]).is_dir()
+        # training began after Optuna created the trial, and before it completed
+        began = datetime.fromtimestamp(t.user_attrs["first_batch_at"])
+        assert t.datetime_start <= began <= t.datetime_complete
     best = result["best"]
     maximize = spec["objective"]["mode"] == "max"
     expected = (max if maximize else min)(complete, key=lambda t: t.value)
