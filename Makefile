@@ -28,9 +28,13 @@ $(STAMP): pyproject.toml scripts/install_system_deps.sh
 run: $(STAMP)
 	$(BIN)/relaxtune run $(SPEC)
 
+# Tests that need something missing here fail instead of skipping (tests/conftest.py). Mounting
+# a tmpfs needs root with CAP_SYS_ADMIN: elsewhere run `make test REQUIRE_TMPFS=0`.
+REQUIRE_TMPFS ?= 1
+
 test: $(STAMP)
 	scripts/ensure_postgres.sh
-	RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 RELAXTUNE_TEST_REQUIRE_CHROMIUM=1 RELAXTUNE_TEST_REQUIRE_TMPFS=$(REQUIRE_TMPFS) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

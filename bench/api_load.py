@@ -17,14 +17,29 @@ Load: 20 threads, each with its own ``httpx.Client``, alternate ``GET /v1/jobs/{
   requests at once): the worst case of synchronised pollers;
 * ``saturate``: no pause between requests (closed loop): the server's capacity.
 
-Latency is measured client-side per request; an error is any exception or non-200 answer.
+In those three the study does not change, so every ``/trials`` request after the first is
+served from the server's cache (the body serialised and compressed once per study version).
 Then ``GET /v1/jobs/{id}/dashboard`` is timed with no other load (first request, then the
-median of the next ones). Last, the floor: the same three phases against
-``bench/_floor_app.py``, an app that answers the two URLs with the real server's captured
-bytes and does nothing else, so the table shows side by side what the load generator, HTTP
-and the machine cost by themselves (the ``floor_*`` rows).
+median of the next ones), and a fourth phase runs:
+
+* ``live``: the ``poll`` load while ``bench/_study_writer.py`` (its own process) writes into
+  the study what a running search writes: one epoch of one of 2 running trials every
+  ``--live-period`` seconds (intermediate value and rewritten ``history``), a trial COMPLETE
+  with its final attributes every 8 epochs and a new RUNNING trial in its place. Each write
+  makes the next ``/trials`` request read and serialise the study again. A ``/trials``
+  request counts as a possible cache miss (``trials_new``) when no response with the same
+  ETag had arrived before it was sent; the others were served from the cache.
+
+Latency is measured client-side per request; an error is any exception or non-200 answer.
+The clients accept gzip (httpx's default), so ``/trials`` travels compressed; sizes are
+reported as decoded and as on the wire. Last, the floor: the ``poll``, ``burst`` and
+``saturate`` loads against ``bench/_floor_app.py``, an app that answers the two URLs with the
+real server's captured response bytes as sent (gzip-compressed ``/trials``, with its
+``Content-Encoding``) and does nothing else, so the table shows side by side what the load
+generator, HTTP and the machine cost by themselves (the ``floor_*`` rows).
 
     .venv/bin/python bench/api_load.py [--quick] [--clients 20] [--seconds 30] [--trials 500]
+        [--live-period 1]
 
 The last line printed is the p99 latency of the ``poll`` phase (all requests), in ms.
 """
@@ -32,6 +47,7 @@ The last line printed is the p99 latency of the ``poll`` phase (all requests), i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -77,8 +93,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(db_url: str, n_trials: int, epochs: int) -> tuple[str, str]:
-    """Schema, token, a running job and its study of ``n_trials`` trials; returns (job id, token)."""
+def prepare(db_url: str, n_trials: int, epochs: int) -> tuple[str, str, str]:
+    """Schema, token, a running job and its study of ``n_trials`` trials; returns (job id,
+    token, study name)."""
     store = JobStore(db_url)
     try:
         store.upgrade()
@@ -109,7 +126,7 @@ def prepare(db_url: str, n_trials: int, epochs: int) -> tuple[str, str]:
             f"{time.perf_counter() - started:.1f} s"
         )
         storage.engine.dispose()
-        return job.id, token
+        return job.id, token, job.study_name
     finally:
         store.close()
 
@@ -167,14 +184,21 @@ def load_phase(
     seconds: float,
     period: float | None,
     spread: bool = True,
+    known_etags: set[str] = frozenset(),
 ) -> dict[str, Any]:
     """``clients`` threads polling the job and its trials for ``seconds``: every ``period``
     seconds each (``None``: back to back), their phases spread evenly over the period
-    (independent pollers) or, with ``spread=False``, all at the same instant (a burst)."""
+    (independent pollers) or, with ``spread=False``, all at the same instant (a burst).
+
+    ``/trials`` requests are also split by whether a response with the same ETag had arrived
+    before they were sent (``known_etags``: those seen before the phase): ``trials_new``
+    holds the others, the requests that may have missed the server's cache."""
     paths = {"job": f"/v1/jobs/{job_id}", "trials": f"/v1/jobs/{job_id}/trials"}
     latencies: dict[str, list[float]] = {k: [] for k in paths}
+    trials_seen: list[tuple[float, float, str]] = []  # (sent, arrived, etag)
     errors: list[str] = []
     sizes: dict[str, int] = {}
+    wire: dict[str, int] = {}
     lock = threading.Lock()
     start_gate = threading.Barrier(clients + 1)
     deadline = [0.0]
@@ -193,15 +217,20 @@ def load_phase(
                     t0 = time.perf_counter()
                     try:
                         r = http.get(path)
-                        dt = time.perf_counter() - t0
+                        t1 = time.perf_counter()
                         ok = r.status_code == 200
-                        size = len(r.content)
+                        size, on_wire = len(r.content), r.num_bytes_downloaded
+                        etag = r.headers.get("etag", "")
                     except httpx.HTTPError as exc:
-                        dt, ok, size = time.perf_counter() - t0, False, 0
+                        t1 = time.perf_counter()
+                        ok, size, on_wire, etag = False, 0, 0, ""
                         r = exc
+                    dt = t1 - t0
                     with lock:
                         latencies[kind].append(dt)
-                        sizes[kind] = size
+                        sizes[kind], wire[kind] = size, on_wire
+                        if kind == "trials" and ok:
+                            trials_seen.append((t0, t1, etag))
                         if not ok:
                             errors.append(f"{kind}: {getattr(r, 'status_code', r)!r}")
                 if period:
@@ -222,6 +251,14 @@ def load_phase(
         t.join()
     wall = time.perf_counter() - started
     everything = latencies["job"] + latencies["trials"]
+    first_arrival: dict[str, float] = {}
+    for _, arrived, etag in trials_seen:
+        first_arrival[etag] = min(arrived, first_arrival.get(etag, arrived))
+    new = [
+        arrived - sent
+        for sent, arrived, etag in trials_seen
+        if etag not in known_etags and sent < first_arrival[etag]
+    ]
     out: dict[str, Any] = {
         "clients": clients,
         "seconds": wall,
@@ -231,8 +268,10 @@ def load_phase(
         "requests": len(everything),
         "throughput_rps": len(everything) / wall,
         "response_bytes": sizes,
+        "wire_bytes": wire,
+        "trials_versions": len(set(first_arrival) - set(known_etags)),
     }
-    for kind, values in (("all", everything), *latencies.items()):
+    for kind, values in (("all", everything), *latencies.items(), ("trials_new", new)):
         out[kind] = {
             "n": len(values),
             "p50_ms": percentile(values, 50) * 1e3,
@@ -240,6 +279,41 @@ def load_phase(
             "p99_ms": percentile(values, 99) * 1e3,
             "max_ms": max(values) * 1e3 if values else float("nan"),
         }
+    return out
+
+
+def live_phase(
+    base: str,
+    token: str,
+    job_id: str,
+    study: str,
+    db_url: str,
+    clients: int,
+    seconds: float,
+    period: float,
+    live_period: float,
+    known_etags: set[str],
+) -> dict[str, Any]:
+    """The ``poll`` load while ``bench/_study_writer.py`` changes the study."""
+    writer = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "_study_writer.py"), db_url, study]
+        + ["--seconds", str(seconds), "--period", str(live_period)],
+        cwd=ROOT / "bench",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out = load_phase(base, token, job_id, clients, seconds, period, True, known_etags)
+        stdout, stderr = writer.communicate(timeout=seconds + 60)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    if writer.returncode != 0:
+        raise RuntimeError(f"study writer failed: {stderr[-2000:]}")
+    out["writer"] = json.loads(stdout.strip().splitlines()[-1])
+    out["writer"]["period_s"] = live_period
     return out
 
 
@@ -272,6 +346,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--period", type=float, default=1.0, help="poll period of the poll phase")
     parser.add_argument("--dashboard-repeats", type=int, default=None)
+    parser.add_argument(
+        "--live-period",
+        type=float,
+        default=1.0,
+        help="live phase: seconds between the epochs the writer adds to the study",
+    )
     args = parser.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 30.0)
     repeats = args.dashboard_repeats or (2 if args.quick else 5)
@@ -280,7 +360,7 @@ def main() -> None:
     figures: dict[str, Any] = {"trials": args.trials, "epochs": args.epochs}
     with tempfile.TemporaryDirectory(prefix="relaxtune-api-load-") as tmp:
         db_url = f"sqlite:///{tmp}/api.db"
-        job_id, token = prepare(db_url, args.trials, args.epochs)
+        job_id, token, study = prepare(db_url, args.trials, args.epochs)
         server = Server(db_url, Path(tmp) / "artifacts")
         try:
             figures["server_ready_s"] = server.wait_ready()
@@ -290,6 +370,7 @@ def main() -> None:
             ) as http:
                 for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/trials"):
                     http.get(path).raise_for_status()
+                known = {http.get(f"/v1/jobs/{job_id}/trials").headers["etag"]}
             for phase, period, spread in PHASES:
                 period = args.period if period else None
                 how = (
@@ -300,7 +381,7 @@ def main() -> None:
                 )
                 print(f"{phase}: {args.clients} clients for {seconds:.0f} s{how}", flush=True)
                 figures[phase] = load_phase(
-                    server.url, token, job_id, args.clients, seconds, period, spread
+                    server.url, token, job_id, args.clients, seconds, period, spread, known
                 )
             figures["dashboard"] = dashboard_times(server.url, token, job_id, repeats)
             floor_dir = Path(tmp) / "floor"
@@ -311,8 +392,31 @@ def main() -> None:
                 for name, path in (
                     ("job", f"/v1/jobs/{job_id}"),
                     ("trials", f"/v1/jobs/{job_id}/trials"),
-                ):
-                    (floor_dir / f"{name}.json").write_bytes(http.get(path).content)
+                ):  # the bytes as sent (compressed where the server compressed them)
+                    with http.stream("GET", path) as r:
+                        r.raise_for_status()
+                        (floor_dir / f"{name}.body").write_bytes(b"".join(r.iter_raw()))
+                        encoding = r.headers.get("content-encoding")
+                    (floor_dir / f"{name}.json").write_text(
+                        json.dumps({"content_encoding": encoding})
+                    )
+            print(
+                f"live: {args.clients} clients for {seconds:.0f} s, one poll every "
+                f"{args.period} s each, while a writer adds an epoch every {args.live_period} s",
+                flush=True,
+            )
+            figures["live"] = live_phase(
+                server.url,
+                token,
+                job_id,
+                study,
+                db_url,
+                args.clients,
+                seconds,
+                args.period,
+                args.live_period,
+                known,
+            )
         finally:
             server.stop()
         # the floor: the same load on an app that only sends the same bytes back
@@ -322,16 +426,22 @@ def main() -> None:
             for phase, period, spread in PHASES:
                 period = args.period if period else None
                 print(f"floor {phase}: the same load on bench/_floor_app.py", flush=True)
-                figures[f"floor_{phase}"] = load_phase(
-                    floor.url, token, job_id, args.clients, seconds, period, spread
+                figures[f"floor_{phase}"] = load_phase(  # no ETag, no cache
+                    floor.url, token, job_id, args.clients, seconds, period, spread, {""}
                 )
         finally:
             floor.stop()
 
     rows = []
-    for phase in [p for p, _, _ in PHASES] + [f"floor_{p}" for p, _, _ in PHASES]:
+    phases = [p for p, _, _ in PHASES] + ["live"] + [f"floor_{p}" for p, _, _ in PHASES]
+    for phase in phases:
         f = figures[phase]
-        for kind in ("job", "trials", "all"):
+        kinds = (
+            ("job", "trials", "trials_new", "all")
+            if f["trials_new"]["n"]
+            else ("job", "trials", "all")
+        )
+        for kind in kinds:
             s = f[kind]
             rows.append(
                 [
@@ -354,8 +464,8 @@ def main() -> None:
         table(
             [
                 "phase",
-                "endpoint",
-                "requests",
+                "requests of",
+                "n",
                 "p50 ms",
                 "p90 ms",
                 "p99 ms",
@@ -366,10 +476,25 @@ def main() -> None:
             rows,
         )
     )
-    sizes = figures["poll"]["response_bytes"]
     print(
-        f"response sizes: job {sizes.get('job', 0)} B, trials {sizes.get('trials', 0) / 1e3:.0f} kB"
+        "trials_new: /trials requests sent before any response with their ETag had arrived "
+        "(the study had changed: these may have missed the server's cache)"
     )
+    live = figures["live"]
+    w = live["writer"]
+    print(
+        f"live writer: {w['epochs']} epochs, {w['completed']} trials completed, "
+        f"{w['created']} created (one epoch every {w['period_s']:g} s; latest write "
+        f"{w['late_s_max']:.2f} s behind schedule); {live['trials_versions']} study versions "
+        f"seen, {live['trials_new']['n']} of {live['trials']['n']} /trials requests new"
+    )
+    for phase in ("poll", "floor_poll"):
+        sizes, wire = figures[phase]["response_bytes"], figures[phase]["wire_bytes"]
+        print(
+            f"{phase} response sizes (decoded / on the wire): job {sizes.get('job', 0)} B / "
+            f"{wire.get('job', 0)} B, trials {sizes.get('trials', 0) / 1e3:.0f} kB / "
+            f"{wire.get('trials', 0) / 1e3:.0f} kB"
+        )
     d = figures["dashboard"]
     print(
         f"dashboard page ({d['page_bytes'] / 1e6:.2f} MB): first {d['first_s']:.3f} s, "
@@ -380,12 +505,16 @@ def main() -> None:
         "poll_p99_ms_below_50": p99 < GOAL_P99_MS,
         "burst_p99_ms_below_50": figures["burst"]["all"]["p99_ms"] < GOAL_P99_MS,
         "saturate_p99_ms_below_50": figures["saturate"]["all"]["p99_ms"] < GOAL_P99_MS,
-        "zero_errors": all(figures[phase]["errors"] == 0 for phase, _, _ in PHASES),
+        "live_p99_ms_below_50": live["all"]["p99_ms"] < GOAL_P99_MS,
+        "zero_errors": all(figures[p]["errors"] == 0 for p in [p for p, _, _ in PHASES] + ["live"]),
         "dashboard_below_1_5_s": d["median_s"] < GOAL_DASHBOARD_S,
     }
     save_results("api_load", figures, args.quick)
-    for phase in ("burst", "saturate"):
+    for phase in ("burst", "saturate", "live"):
         print(f"{phase} p99: {figures[phase]['all']['p99_ms']:.1f} ms")
+    print(
+        f"live p99 of the /trials requests that may have missed the cache: {live['trials_new']['p99_ms']:.1f} ms"
+    )
     print(
         f"poll p99 latency, {args.clients} clients, {args.trials}-trial job: {p99:.1f} ms "
         f"(goal < {GOAL_P99_MS:.0f} ms: {'met' if p99 < GOAL_P99_MS else 'MISSED'})"

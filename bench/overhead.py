@@ -23,7 +23,14 @@ first (it starts Ray inside the controller). Figures:
 * wall time b / a at concurrency 2 (submit → ``succeeded``, against ``tuner.fit()``), and
   its two factors a' / a (relaxtune's trainable: torch/escnn imports in each actor, per-epoch
   evaluation and checkpoints) and b / a' (the service itself);
-* time from submit to the first trial RUNNING in the job's study;
+* from submit to the first training step: the earliest ``first_batch_at`` of the job's
+  trials (the wall-clock time the trainable records when a trial's first training batch
+  starts; stored as a trial attribute);
+* from submit to the first epoch reported: the first poll of ``/trials`` that shows a trial
+  with an epoch (``last_step``), i.e. what a client of the API sees;
+* from submit to the first trial row: the first poll of ``/trials`` that lists a trial. Optuna
+  creates the row when Tune asks the searcher for a configuration, before the trial's actor
+  has started, so this is not when training starts;
 * parallel efficiency 1 → 2 concurrent trials of the service: ``T(1) / (2·T(2))``.
 
     .venv/bin/python bench/overhead.py [--quick] [--trials 4] [--epochs 3] [--epoch-seconds 10]
@@ -247,19 +254,22 @@ class Service:
 
     def run_job(self, spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
         """Submit, watch every 0.1 s, return the timings (seconds from submit)."""
+        wall0 = time.time()  # the trainable's first_batch_at is wall-clock time (same host)
         t0 = time.perf_counter()
         r = self.http.post("/v1/jobs", json=spec)
         if r.status_code != 201:
             raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
         submitted = time.perf_counter()
         job_id = r.json()["id"]
-        first_running = None
+        first_row = first_epoch = None
         job: dict[str, Any] = {}
         while time.perf_counter() - t0 < timeout:
-            if first_running is None:
+            if first_epoch is None:
                 trials = self.http.get(f"/v1/jobs/{job_id}/trials").json()["data"]
-                if trials:  # a trial exists once Tune asked Optuna for it: it is starting
-                    first_running = time.perf_counter() - t0
+                if trials and first_row is None:  # Optuna created a trial row (not started)
+                    first_row = time.perf_counter() - t0
+                if any(t["last_step"] is not None for t in trials):  # an epoch was reported
+                    first_epoch = time.perf_counter() - t0
             job = self.http.get(f"/v1/jobs/{job_id}").json()
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 break
@@ -285,11 +295,16 @@ class Service:
             for t in trials
         ]
         last_done = max((end for _, end in timeline if end is not None), default=None)
+        began = [t["user_attrs"]["first_batch_at"] for t in trials if "first_batch_at" in t["user_attrs"]]
+        if not began:
+            raise RuntimeError(f"job {job_id}: no trial recorded first_batch_at")
         return {
             "job_id": job_id,
             "wall_s": wall,
             "submit_request_s": submitted - t0,
-            "first_trial_s": first_running,
+            "first_training_step_s": min(began) - wall0,
+            "first_epoch_reported_s": first_epoch,
+            "first_trial_row_s": first_row,
             "claimed_after_s": ts("started_at") - ts("created_at"),
             "server_side_s": ts("finished_at") - ts("created_at"),
             "trials": len(trials),
@@ -387,14 +402,14 @@ def main() -> None:
             figures["b_service_c2"] = b2
             print(
                 f"(b) relaxtune job, 2 concurrent: {b2['wall_s']:.1f} s "
-                f"(first trial after {b2['first_trial_s']:.2f} s)",
+                f"(first training step after {b2['first_training_step_s']:.2f} s)",
                 flush=True,
             )
             b1 = service.run_job(job_spec("overhead-c1", trials, epochs, seconds, 1))
             figures["b_service_c1"] = b1
             print(
                 f"(b) relaxtune job, 1 at a time: {b1['wall_s']:.1f} s "
-                f"(first trial after {b1['first_trial_s']:.2f} s)",
+                f"(first training step after {b1['first_training_step_s']:.2f} s)",
                 flush=True,
             )
         finally:
@@ -405,52 +420,45 @@ def main() -> None:
     ratio = b2["wall_s"] / a
     ratio_service = b2["wall_s"] / a_relax
     efficiency = b1["wall_s"] / (2 * b2["wall_s"])
-    first = [b2["first_trial_s"], b1["first_trial_s"]]
+    first_step = [b2["first_training_step_s"], b1["first_training_step_s"]]
     figures.update(
         {
             "ratio_b_over_a": ratio,
             "ratio_b_over_a_relax_trial": ratio_service,
             "ratio_a_relax_trial_over_a": a_relax / a,
             "parallel_efficiency_1_to_2": efficiency,
-            "first_trial_s": first,
+            "first_training_step_s": first_step,
+            "first_epoch_reported_s": [b2["first_epoch_reported_s"], b1["first_epoch_reported_s"]],
+            "first_trial_row_s": [b2["first_trial_row_s"], b1["first_trial_row_s"]],
             "goals": {
                 "ratio_le_1_05": ratio <= GOAL_RATIO,
                 "service_ratio_le_1_05": ratio_service <= GOAL_RATIO,
-                "first_trial_le_5_s": max(first) <= GOAL_FIRST_TRIAL_S,
+                "first_training_step_le_5_s": max(first_step) <= GOAL_FIRST_TRIAL_S,
             },
         }
     )
+
+    def service_row(b: dict[str, Any], concurrent: int) -> list[Any]:
+        wall, ideal_s = b["wall_s"], ideal[concurrent]
+        return ["(b) relaxtune job", concurrent, wall, ideal_s, wall / ideal_s] + [
+            b[k]
+            for k in (
+                "claimed_after_s",
+                "first_trial_row_s",
+                "first_training_step_s",
+                "first_epoch_reported_s",
+            )
+        ]
+
     rows = [
-        ["(a) plain Ray Tune, sleep trainable", 2, a, ideal[2], a / ideal[2], "-", "-"],
-        [
-            "(a') plain Ray Tune, relaxtune's trainable",
-            2,
-            a_relax,
-            ideal[2],
-            a_relax / ideal[2],
-            "-",
-            "-",
-        ],
-        [
-            "(b) relaxtune job",
-            2,
-            b2["wall_s"],
-            ideal[2],
-            b2["wall_s"] / ideal[2],
-            b2["first_trial_s"],
-            b2["claimed_after_s"],
-        ],
-        [
-            "(b) relaxtune job",
-            1,
-            b1["wall_s"],
-            ideal[1],
-            b1["wall_s"] / ideal[1],
-            b1["first_trial_s"],
-            b1["claimed_after_s"],
-        ],
+        ["(a) plain Ray Tune, sleep trainable", 2, a, ideal[2], a / ideal[2]] + ["-"] * 4,
+        ["(a') plain Ray Tune, relaxtune's trainable", 2, a_relax, ideal[2], a_relax / ideal[2]]
+        + ["-"] * 4,
+        service_row(b2, 2),
+        service_row(b1, 1),
     ]
     print(f"\n## {trials} trials x {trial_s:g} s of known work")
+    print("submit → …: seconds after POST /v1/jobs (warm service)")
     print(
         table(
             [
@@ -459,8 +467,10 @@ def main() -> None:
                 "wall s",
                 "ideal s",
                 "wall / ideal",
-                "submit → first trial s",
-                "submit → claimed s",
+                "→ claimed",
+                "→ first trial row (Optuna)",
+                "→ first training step",
+                "→ first epoch reported",
             ],
             rows,
         )
@@ -469,9 +479,10 @@ def main() -> None:
         f"mean epoch_seconds reported by relaxtune trials: {b2['mean_epoch_seconds']:.3f} "
         f"(known work {seconds:g})"
     )
+    met = max(first_step) <= GOAL_FIRST_TRIAL_S
     print(
-        f"submit → first trial running (warm service): {max(first):.2f} s "
-        f"(goal <= {GOAL_FIRST_TRIAL_S:g} s: {'met' if max(first) <= GOAL_FIRST_TRIAL_S else 'MISSED'})"
+        f"submit → first training step (warm service): {max(first_step):.2f} s "
+        f"(goal <= {GOAL_FIRST_TRIAL_S:g} s: {'met' if met else 'MISSED'})"
     )
     print(f"parallel efficiency 1 → 2 concurrent trials: {efficiency:.3f}")
     print(

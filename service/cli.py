@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -777,6 +778,16 @@ def _key_value(text: str) -> str:
     return text
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model from a spec (its search space's defaults, overridden by --set)."""
     from workers.training import cli_train
@@ -793,8 +804,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if not Path(args.dir).is_dir():
         raise CliError(f"not a folder: {args.dir}", 2)
+    kwargs = {} if args.tolerance is None else {"tolerance": args.tolerance}
     try:
-        report = verify_checkpoint(args.dir)
+        report = verify_checkpoint(args.dir, **kwargs)
     except CheckpointError as exc:
         raise CliError(f"checkpoint refused: {exc}") from exc
     except Exception as exc:  # an unreadable file (corrupt model.ts, bad safetensors header)
@@ -937,6 +949,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("verify", cmd_verify)
     p.add_argument("dir", help="checkpoint folder")
+    p.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        help="largest accepted equivariance error on the exact group elements (default 1e-4); "
+        "the tolerance written in the folder's certificate.json is reported, never used",
+    )
     return parser
 
 

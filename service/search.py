@@ -177,6 +177,9 @@ def _make_searcher_class():
                     ot_trial.set_user_attr("history", history)
                 return
             history.append(_json_safe(entry))
+            if result.get("first_batch_at") and "first_batch_at" not in ot_trial.user_attrs:
+                # when the trial began training (its first attempt's first batch)
+                ot_trial.set_user_attr("first_batch_at", float(result["first_batch_at"]))
             value = result.get(self.metric)
             if value is not None and math.isfinite(value):
                 ot_trial.report(float(value), epoch)
@@ -538,15 +541,47 @@ def _run_stage(
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_make_checkpoint_recorder()(run_name)],
         ),
     )
     watcher = watcher_for(searcher)
     watcher.start()
+    _SEARCHERS[run_name] = searcher
     try:
         tuner.fit()
     finally:
+        _SEARCHERS.pop(run_name, None)
         watcher.finished.set()
         watcher.join(timeout=5)
+
+
+#: the searchers of the Tune runs this process drives, by run name (Tune pickles its
+#: callbacks with the run config, so the callback carries only the name)
+_SEARCHERS: dict[str, Any] = {}
+
+
+def _make_checkpoint_recorder():
+    from ray.tune import Callback
+
+    class CheckpointRecorder(Callback):
+        """Records on the Optuna trial the epoch of the last checkpoint Tune has registered
+        for it (``checkpoint_epoch``): the epoch a retry after a worker failure starts from."""
+
+        def __init__(self, run_name: str) -> None:
+            self.run_name = run_name
+
+        def on_trial_save(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            searcher = _SEARCHERS.get(self.run_name)
+            ot_trial = searcher._ot_trials.get(trial.trial_id) if searcher else None
+            epoch = (trial.last_result or {}).get("done_epochs")
+            if ot_trial is None or not epoch:
+                return
+            try:
+                ot_trial.set_user_attr("checkpoint_epoch", int(epoch))
+            except Exception as exc:  # a bookkeeping write must not stop the search
+                log.warning("could not record the checkpoint of trial %s: %s", ot_trial.number, exc)
+
+    return CheckpointRecorder
 
 
 #: cancellation flags of the jobs this process drives (Tune pickles its stopper, so the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +29,25 @@ RESUME_FROM = "_resume_from"
 
 
 class TuneReportHook:
-    """Saves the trial state and reports the epoch's metrics (with a checkpoint) to Tune."""
+    """Saves the trial state and reports the epoch's metrics (with a checkpoint) to Tune.
+
+    Each report also carries ``first_batch_at``: the wall-clock time (``time.time()``) at
+    which this attempt of the trial began its first training batch."""
 
     def __init__(self, trial_dir: Path) -> None:
         self.trial_dir = trial_dir
+        self.first_batch_at: float | None = None
+
+    def on_first_batch(self, trainer: Trainer) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.time()
 
     def on_epoch_end(self, report: EpochReport, trainer: Trainer) -> None:
         trainer.save_state(self.trial_dir)
         metrics = {k: v for k, v in report.as_dict().items() if v is not None}
         metrics["done_epochs"] = trainer.epoch
+        if self.first_batch_at is not None:
+            metrics["first_batch_at"] = self.first_batch_at
         # which Ray node ran the epoch: nodes of one host share node_ip/hostname in results
         metrics["node_id"] = ray.get_runtime_context().get_node_id()
         with tempfile.TemporaryDirectory(prefix="relaxtune-ckpt-") as tmp:

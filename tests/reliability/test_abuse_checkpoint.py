@@ -1,6 +1,11 @@
 """A real checkpoint (tiny N-body model, 1 epoch): what users download contains no pickle,
 and ``relaxtune verify`` refuses a folder whose files were tampered with.
 
+A tiny rotated-MNIST checkpoint (1 epoch) checks the equivariance test itself: its exported
+convolution kernels are plain tensors, so the same noise written into both ``model.ts`` and
+``model.safetensors`` gives a consistent folder whose model is no longer equivariant. Only the
+measured error can refuse it, whatever tolerance its ``certificate.json`` claims.
+
 The downloaded zip is scanned member by member: no ``.pkl``/``.pt``/``.pth`` name, no member
 starting with a pickle opcode, every ``.safetensors`` header well formed (sizes, offsets,
 dtypes) and ``model.ts`` loading with ``torch.jit.load`` alone.
@@ -42,6 +47,29 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def folder(checkpoint: Path, tmp_path: Path) -> Path:
     """A private copy of the checkpoint to tamper with."""
     return Path(shutil.copytree(checkpoint, tmp_path / "copy"))
+
+
+@pytest.fixture(scope="module")
+def cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.training import TrialConfig, train
+
+    config = TrialConfig(
+        task="rotated_mnist",
+        model={"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
+        data={"train_size": 64, "val_size": 32, "test_size": 32},
+        hparams={"optim.batch_size": 32},
+        epochs=1,
+        seed=0,
+        device="cpu",
+    )
+    out = tmp_path_factory.mktemp("cnn") / "best"
+    train(config, out_dir=out)
+    return out
+
+
+@pytest.fixture
+def cnn_folder(cnn_checkpoint: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(cnn_checkpoint, tmp_path / "cnn"))
 
 
 def relaxtune(*argv: str) -> int:
@@ -188,3 +216,76 @@ def test_verify_refuses_a_tampered_checkpoint(
         assert report["passed"] is False and report["problems"]
     else:  # refused before a report could be made: one line naming the problem
         assert "checkpoint refused" in err, err
+
+
+def _break_equivariance_consistently(folder: Path, key: str = "body.conv1.weight") -> None:
+    """Add the same noise to one convolution kernel in model.safetensors and model.ts."""
+    weights = load_file(str(folder / "model.safetensors"))
+    noise = 0.1 * torch.randn(weights[key].shape, generator=torch.Generator().manual_seed(0))
+    weights[key] = weights[key] + noise
+    save_file(weights, str(folder / "model.safetensors"))
+    scripted = torch.jit.load(str(folder / "model.ts"), map_location="cpu")
+    with torch.no_grad():
+        dict(scripted.named_parameters())[key].add_(noise)
+    scripted.save(str(folder / "model.ts"))
+
+
+def _verify_report(folder: Path, capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, dict]:
+    code = relaxtune("verify", str(folder), *options)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, json.loads(out)
+
+
+def test_verify_reports_measured_and_stored_figures(
+    cnn_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certificate = json.loads((cnn_folder / "certificate.json").read_text())
+    code, report = _verify_report(cnn_folder, capsys)
+    assert code == 0 and report["passed"] and report["problems"] == []
+    assert report["tolerance"] == 1e-4
+    assert set(report["errors"]) == set(certificate["errors"])
+    assert report["max_error_exact"] == max(report["errors"][k] for k in certificate["exact_elements"])
+    assert report["max_error_exact"] < 1e-5
+    assert report["stored"] == {
+        "errors": certificate["errors"],
+        "max_error_exact": certificate["max_error_exact"],
+        "tolerance": certificate["tolerance"],
+        "passed": True,
+    }
+
+
+@pytest.mark.parametrize("claimed_tolerance", [None, 1.0, 1e9])
+def test_verify_refuses_a_consistently_tampered_non_equivariant_model(
+    cnn_folder: Path, capsys: pytest.CaptureFixture[str], claimed_tolerance: float | None
+) -> None:
+    _break_equivariance_consistently(cnn_folder)
+    if claimed_tolerance is not None:  # the certificate also lies: huge tolerance, zero errors
+        certificate = json.loads((cnn_folder / "certificate.json").read_text())
+        certificate["tolerance"] = claimed_tolerance
+        certificate["errors"] = {k: 0.0 for k in certificate["errors"]}
+        certificate["max_error_exact"] = 0.0
+        certificate["passed"] = True
+        (cnn_folder / "certificate.json").write_text(json.dumps(certificate))
+    code, report = _verify_report(cnn_folder, capsys)
+    assert code == 1 and report["passed"] is False
+    # the files agree with each other: only the measured equivariance error refuses the folder
+    assert len(report["problems"]) == 1 and "equivariance error" in report["problems"][0]
+    assert report["tolerance"] == 1e-4
+    assert report["max_error_exact"] > 1e-2
+    if claimed_tolerance is not None:
+        assert report["stored"]["tolerance"] == claimed_tolerance
+        assert report["stored"]["max_error_exact"] == 0.0
+
+
+def test_verify_tolerance_option_is_the_one_applied(
+    cnn_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _verify_report(cnn_folder, capsys, "--tolerance", "1e-12")
+    assert code == 1 and report["tolerance"] == 1e-12  # float32 round-off is above 1e-12
+    assert report["max_error_exact"] > 1e-12
+    _break_equivariance_consistently(cnn_folder)
+    code, report = _verify_report(cnn_folder, capsys, "--tolerance", "10")
+    assert code == 0 and report["passed"] and report["tolerance"] == 10.0
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        assert relaxtune("verify", str(cnn_folder), "--tolerance", bad) == 2

@@ -6,7 +6,8 @@ RUNNING or half written.
 
 Uses the local test server (``RELAXTUNE_TEST_PG_URL``) in a database of its own; stops and
 starts the whole cluster with ``pg_ctlcluster`` (always restarted in ``finally``). Skipped when
-the server or ``pg_ctlcluster`` is not available.
+the server or ``pg_ctlcluster`` is not available, unless ``RELAXTUNE_TEST_REQUIRE_PG`` is set
+(``make test``): then it fails.
 """
 
 from __future__ import annotations
@@ -57,15 +58,16 @@ def _ctl(action: str) -> None:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(missing: Any) -> Iterator[str]:
     if _cluster() is None:
-        pytest.skip("pg_ctlcluster is not available")
+        missing("PG", "pg_ctlcluster is not available")
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {exc.orig}")
+        admin.dispose()
+        missing("PG", f"PostgreSQL unreachable at {PG_URL}: {exc.orig}")
     name = f"relaxtune_outage_{secrets.token_hex(4)}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -96,23 +96,26 @@ def assert_row_agrees_with_study(store: JobStore, job: Job) -> optuna.Study:
 
 
 def kill_worker_mid_trial(store_url: str, job_id: str, epochs: int, killed: list) -> None:
-    """SIGKILL the Ray worker of the first trial once it has reported an epoch (not its last)."""
+    """SIGKILL the Ray worker of the first trial once Tune has registered the checkpoint of
+    one of its epochs (not its last): the trial's ``checkpoint_epoch`` attribute, written
+    after the registration. (The searcher sees an epoch's result before Tune has registered
+    the checkpoint that came with it; a kill in between rightly restarts the trial from
+    scratch.)"""
 
-    def reported() -> Any:
+    def checkpointed() -> Any:
         try:
             study = optuna.load_study(study_name=study_name(job_id), storage=store_url)
         except KeyError:
             return None
         for trial in study.get_trials(deepcopy=False):
-            steps = len(trial.intermediate_values)
-            if trial.state == TrialState.RUNNING and 1 <= steps < epochs:
-                return trial.number, steps
+            epoch = trial.user_attrs.get("checkpoint_epoch", 0)
+            if trial.state == TrialState.RUNNING and 1 <= epoch < epochs:
+                return trial.number, epoch
         return None
 
-    number, steps = wait_for(reported, 120, "a trial to report its first epoch", period=0.05)
-    # the searcher sees a result a moment before Tune's driver has registered the checkpoint
-    # that came with it; kill after that, or Ray rightly restarts the trial from scratch
-    time.sleep(0.5)
+    number, steps = wait_for(
+        checkpointed, 120, "Tune to register a trial's first checkpoint", period=0.05
+    )
     pids = ray_trial_workers()
     assert pids, "no ray::ImplicitFunc worker found"
     for pid in pids:
@@ -231,7 +234,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 
 
 def test_disk_full_at_export_fails_clearly_keeps_trials_and_reexports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: Any
 ) -> None:
     artifacts = tmp_path / "art"
     store = JobStore(store_url(tmp_path))
@@ -241,7 +244,7 @@ def test_disk_full_at_export_fails_clearly_keeps_trials_and_reexports(
     job_folder = artifacts / "jobs" / job.id
     # the job's folder is a 4 KiB disk; its trial states live on a roomy one mounted inside
     if not _mount_tmpfs(job_folder, "4k"):
-        pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN")
+        missing("TMPFS", "mounting a tmpfs needs root with CAP_SYS_ADMIN")
     try:
         assert _mount_tmpfs(job_folder / "trials", "64m")
         config = Settings(db=store.url, artifacts=artifacts, ray_storage=str(tmp_path / "ray"))

@@ -389,7 +389,7 @@ def test_sample_random_stays_in_range_and_is_reproducible() -> None:
 
 def test_suggest_works_as_ray_optuna_search_space() -> None:
     """The real contract: Ray Tune's OptunaSearch with ``space=space.suggest``."""
-    optuna_search = pytest.importorskip("ray.tune.search.optuna")
+    from ray.tune.search import optuna as optuna_search
     space = load_preset("relax")
     searcher = optuna_search.OptunaSearch(
         space=space.suggest,

@@ -169,8 +169,8 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     class CheckpointError(Exception):
         pass
 
-    def verify_checkpoint(directory: Any) -> dict[str, Any]:
-        state.calls.append(("verify", directory))
+    def verify_checkpoint(directory: Any, **kwargs: Any) -> dict[str, Any]:
+        state.calls.append(("verify", directory, kwargs))
         if state.report is None:
             raise CheckpointError("missing model.ts")
         return state.report
@@ -197,6 +197,11 @@ def test_verify_exit_codes(
     assert relaxtune("verify", str(tmp_path)) == 1
     assert "missing model.ts" in capsys.readouterr().err
     assert relaxtune("verify", str(tmp_path / "nope")) == 2
+    # the tolerance is the verifier's: its own default, or the option, never the folder's
+    assert [c[2] for c in fake_training.calls] == [{}, {}, {}]
+    fake_training.report = {"passed": True}
+    assert relaxtune("verify", str(tmp_path), "--tolerance", "0.5") == 0
+    assert fake_training.calls[-1] == ("verify", str(tmp_path), {"tolerance": 0.5})
 
 
 def test_train_wires_arguments(

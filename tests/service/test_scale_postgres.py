@@ -33,7 +33,6 @@ pytestmark = pytest.mark.postgres
 PG_URL = os.environ.get(
     "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REQUIRE_PG = os.environ.get("RELAXTUNE_TEST_REQUIRE_PG") == "1"
 
 # Four trials at once on two cores (half a CPU each): the driver records reports of several
 # running trials into PostgreSQL concurrently; ASHA prunes some, so PRUNED is written too.
@@ -60,25 +59,23 @@ JOB_SPEC = {
 }
 
 
-def admin_engine(url: str, require: bool) -> sa.Engine:
-    """An AUTOCOMMIT engine on the server; skip (or fail when ``require``) if unreachable."""
+def admin_engine(url: str, missing: Any) -> sa.Engine:
+    """An AUTOCOMMIT engine on the server; ``missing("PG", …)`` (skip, or fail when
+    required) if unreachable."""
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         engine.dispose()
-        message = f"PostgreSQL unreachable at {url}: {exc.orig}"
-        if require:
-            pytest.fail(message + " (RELAXTUNE_TEST_REQUIRE_PG=1)")
-        pytest.skip(message)
+        missing("PG", f"PostgreSQL unreachable at {url}: {exc.orig}")
     return engine
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
+def pg_url(missing: Any) -> Iterator[str]:
     """A fresh, upgraded database for this module; dropped afterwards."""
-    admin = admin_engine(PG_URL, REQUIRE_PG)
+    admin = admin_engine(PG_URL, missing)
     name = f"relaxtune_scale_{secrets.token_hex(4)}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -95,13 +92,17 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-def test_unreachable_server_fails_when_required() -> None:
+def test_unreachable_server_fails_when_required(
+    missing: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``make test`` must not pass by skipping the PostgreSQL half."""
     dead = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"
+    monkeypatch.setenv("RELAXTUNE_TEST_REQUIRE_PG", "1")
     with pytest.raises(pytest.fail.Exception, match="REQUIRE_PG"):
-        admin_engine(dead, require=True)
+        admin_engine(dead, missing)
+    monkeypatch.delenv("RELAXTUNE_TEST_REQUIRE_PG")
     with pytest.raises(pytest.skip.Exception):
-        admin_engine(dead, require=False)
+        admin_engine(dead, missing)
 
 
 @pytest.mark.slow

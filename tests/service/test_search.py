@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -76,6 +77,9 @@ def _check_finished_search(tmp_path: Path, job_id: str, spec: dict, result: dict
         assert t.value == pytest.approx(t.user_attrs["val_projected"])
         assert t.user_attrs["equivariance_error_projected"] < 1e-4
         assert "final_theta" in t.user_attrs and Path(t.user_attrs["checkpoint"]).is_dir()
+        # training began after Optuna created the trial, and before it completed
+        began = datetime.fromtimestamp(t.user_attrs["first_batch_at"])
+        assert t.datetime_start <= began <= t.datetime_complete
     best = result["best"]
     maximize = spec["objective"]["mode"] == "max"
     expected = (max if maximize else min)(complete, key=lambda t: t.value)
@@ -178,7 +182,7 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
     spec = dict(
         NBODY,
         name="resume",
-        # long enough (about a minute) that the kill lands while trials are still running
+        # long enough (about a minute) for the kill to find one trial COMPLETE, one mid-way
         data={"train_size": 400, "val_size": 50, "test_size": 50},
         budget={"trials": 6, "epochs": 4, "max_concurrent": 2},
         scheduler="none",
@@ -188,22 +192,30 @@ def test_killed_search_resumes_without_losing_finished_trials(tmp_path):
     args = [sys.executable, "-c", _RESUME_SCRIPT, json.dumps(spec), db, str(tmp_path / "art")]
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - kept open for the child
     proc = subprocess.Popen(args, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    epochs = spec["budget"]["epochs"]
     finished_before: dict[int, float] = {}
     deadline = time.time() + 240
     try:
+        # kill once a trial is COMPLETE and another is mid-way (an epoch reported, at least
+        # two to go), so the kill leaves a RUNNING trial whatever the machine's speed
         while time.time() < deadline:
-            time.sleep(0.25)
+            time.sleep(0.1)
             assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             try:
                 study = optuna.load_study(study_name=study_name("resumejob"), storage=db)
             except KeyError:
                 continue
-            finished_before = {
-                t.number: t.value for t in study.get_trials() if t.state == TrialState.COMPLETE
-            }
-            if finished_before:
+            trials = study.get_trials()
+            finished_before = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+            midway = [
+                t
+                for t in trials
+                if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= epochs - 2
+            ]
+            if finished_before and midway:
                 break
-        assert finished_before, "no trial completed before the deadline"
+        else:
+            pytest.fail("no COMPLETE trial with another one mid-way before the deadline")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-search

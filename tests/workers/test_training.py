@@ -109,9 +109,29 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
     assert verify_checkpoint(out)["passed"]
 
 
+class _EventHook:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, bool]] = []
+
+    def on_first_batch(self, trainer: Trainer) -> None:
+        self.events.append(("first_batch", trainer.epoch, trainer.model.training))
+
+    def on_epoch_end(self, report, trainer: Trainer) -> None:
+        self.events.append(("epoch_end", report.epoch, trainer.model.training))
+
+
 def test_epoch_reports_track_projected_and_relaxed(tmp_path):
     trainer = Trainer(_config("nbody", epochs=3, **{"relax.init": "normal", "relax.init_std": 0.1}))
-    reports = trainer.fit().reports
+    hook = _EventHook()
+    reports = trainer.fit([hook]).reports
+    # on_first_batch: once per fit, in training mode, before anything was trained
+    assert [e[:2] for e in hook.events] == [
+        ("first_batch", 0),
+        ("epoch_end", 1),
+        ("epoch_end", 2),
+        ("epoch_end", 3),
+    ]
+    assert hook.events[0][2] is True
     assert [r.epoch for r in reports] == [1, 2, 3]
     # the triangle is squeezed into [0, 2/3]: the last epoch (min_tail, one epoch at least)
     # trains at θ = 0, and the peak is at 1/3

@@ -1,6 +1,6 @@
 """The training loop of one trial, its hooks, and the checkpoint folder it writes."""
 
-from ._checkpoint import CheckpointError, verify_checkpoint, write_checkpoint
+from ._checkpoint import VERIFY_TOLERANCE, CheckpointError, verify_checkpoint, write_checkpoint
 from ._cli import cli_train, trial_config_from_spec
 from ._config import TrialConfig
 from ._hooks import ConsoleHook
@@ -27,6 +27,7 @@ __all__ = [
     "pick_device",
     "train",
     "trial_config_from_spec",
+    "VERIFY_TOLERANCE",
     "verify_checkpoint",
     "write_checkpoint",
 ]

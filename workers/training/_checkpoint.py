@@ -31,6 +31,10 @@ from workers.tasks import build_task
 if TYPE_CHECKING:
     from ._loop import Trainer
 
+#: the largest equivariance error on the exact group elements that ``verify_checkpoint``
+#: accepts unless told otherwise; the checked folder's own certificate never sets it
+VERIFY_TOLERANCE = 1e-4
+
 FILES = (
     "model.safetensors",
     "model.ts",
@@ -144,16 +148,26 @@ def write_checkpoint(trainer: Trainer, out_dir: str | Path) -> tuple[Path, dict[
     return out_dir, metrics
 
 
-def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
+def _stored_number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def verify_checkpoint(directory: str | Path, tolerance: float = VERIFY_TOLERANCE) -> dict[str, Any]:
     """Re-check a checkpoint folder: files present, ``model.safetensors`` equals the
     TorchScript model's weights and matches ``config.json``, and the TorchScript model is
-    equivariant on the stored inputs. Returns a report with ``passed``."""
+    equivariant on the stored inputs to within ``tolerance`` (the verifier's, never the one
+    written in the folder's ``certificate.json``). Returns a report with ``passed``, the
+    measured errors, and the certificate's stored figures beside them."""
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}")
     directory = Path(directory)
     missing = [f for f in FILES if not (directory / f).is_file()]
     if missing:
         raise CheckpointError(f"{directory}: missing {', '.join(missing)}")
     config = json.loads((directory / "config.json").read_text())
     stored_cert = json.loads((directory / "certificate.json").read_text())
+    if not isinstance(stored_cert, dict):
+        stored_cert = {}
     scripted = torch.jit.load(str(directory / "model.ts"), map_location="cpu").eval()
     weights = load_file(str(directory / "model.safetensors"))
     ts_state = scripted.state_dict()
@@ -181,11 +195,11 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
             k: float(v)
             for k, v in task.equivariance_errors(scripted, inputs, int(config["seed"])).items()
         }
-    tolerance = float(stored_cert.get("tolerance", 1e-4))
     exact = [errors[k] for k in task.exact_elements if k in errors]
     max_exact = max(exact) if exact else float("nan")
     if not exact or not max_exact <= tolerance:
         problems.append(f"equivariance error {max_exact:.3g} above tolerance {tolerance:.1e}")
+    stored_errors = stored_cert.get("errors")
     return {
         "checkpoint": str(directory),
         "task": config["task"],
@@ -193,6 +207,16 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
         "errors": errors,
         "max_error_exact": max_exact,
         "tolerance": tolerance,
+        "stored": {
+            "errors": {k: _stored_number(v) for k, v in stored_errors.items()}
+            if isinstance(stored_errors, dict)
+            else None,
+            "max_error_exact": _stored_number(stored_cert.get("max_error_exact")),
+            "tolerance": _stored_number(stored_cert.get("tolerance")),
+            "passed": stored_cert.get("passed")
+            if isinstance(stored_cert.get("passed"), bool)
+            else None,
+        },
         "problems": problems,
         "passed": not problems,
     }

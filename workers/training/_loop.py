@@ -73,7 +73,10 @@ class EpochReport:
 
 
 class TrainingHook(Protocol):
-    """Observes a run; must not change the model or the optimiser."""
+    """Observes a run; must not change the model or the optimiser.
+
+    A hook may also define ``on_first_batch(trainer)``: called once per :meth:`Trainer.fit`,
+    when the first training batch is ready and before its forward pass."""
 
     def on_epoch_end(self, report: EpochReport, trainer: Trainer) -> None: ...
 
@@ -196,6 +199,7 @@ class Trainer:
         self, hooks: Iterable[TrainingHook] = (), should_stop: Callable[[], bool] | None = None
     ) -> TrainResult:
         hooks = list(hooks)
+        first_batch = [h.on_first_batch for h in hooks if hasattr(h, "on_first_batch")]
         steps_per_epoch = len(self.train_loader)
         total_steps = steps_per_epoch * self.config.epochs
         while self.epoch < self.config.epochs:
@@ -210,6 +214,8 @@ class Trainer:
                 theta = self.theta_at(progress)
                 set_theta(self.model, theta)
                 *inputs, target = _to(batch, self.device)
+                while first_batch:
+                    first_batch.pop(0)(self)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     output = self.model(*inputs)
                     loss = self.task.loss(output.float(), target)
