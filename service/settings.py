@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     db: str = Field("sqlite:///relaxtune.db", description="SQLAlchemy URL of the job database")
     artifacts: Path = Field(Path("./artifacts"), description="artifact folder (best checkpoints)")
+    data_root: Path | None = Field(
+        None,
+        description="dataset root: a spec's data.dataset NAME is <data_root>/<task>/NAME; "
+        "specs submitted over HTTP cannot name any other path",
+    )
+    cache: Path | None = Field(
+        None,
+        description="cache root of generated data (rotated digits, simulated systems); "
+        "default ~/.cache/relaxtune of the user running the workers",
+    )
     max_body_bytes: int = Field(256 * 1024, gt=0, description="largest accepted request body")
     api_threads: int = Field(
         4,
@@ -73,6 +84,14 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         600.0, gt=0, description="a running job without heartbeat for this long is requeued"
     )
+
+    def export_data_locations(self) -> None:
+        """Put the dataset and cache roots into the environment (``RELAXTUNE_DATA_ROOT``,
+        ``RELAXTUNE_CACHE``), where the workers this process starts read them."""
+        if self.data_root is not None:
+            os.environ["RELAXTUNE_DATA_ROOT"] = str(self.data_root)
+        if self.cache is not None:
+            os.environ["RELAXTUNE_CACHE"] = str(self.cache)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

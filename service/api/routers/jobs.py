@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -111,7 +112,15 @@ async def create_job(
     # A Ray cluster decides itself whether it has GPUs; only a local Ray needs one here.
     gpu_check = (lambda: True) if settings.ray_address else None
     try:
-        spec = await run_in_threadpool(parse_spec, source, gpu_available=gpu_check)
+        spec = await run_in_threadpool(
+            partial(
+                parse_spec,
+                gpu_available=gpu_check,
+                local=False,  # a tenant's spec: no filesystem paths
+                data_root=settings.data_root,
+            ),
+            source,
+        )
     except SpecError as exc:
         return _refuse(422, exc.message, exc.field)
     _check_budget(spec, settings)
