@@ -67,6 +67,28 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(
         4, gt=0, description="most queued + running jobs one tenant may have"
     )
+    max_trial_epochs: int = Field(
+        4096, gt=0, description="largest budget.trials × budget.epochs of one job"
+    )
+    max_concurrent: int = Field(8, gt=0, description="largest budget.max_concurrent of one job")
+    max_trial_cpu: float = Field(8.0, gt=0, description="largest resources.cpu of one trial")
+    max_trial_gpu: float = Field(1.0, ge=0, description="largest resources.gpu of one trial")
+    max_retries: int = Field(3, ge=0, description="largest retries (per trial) of one job")
+    min_trial_cpu: float = Field(
+        0.25,
+        gt=0,
+        description="smallest resources.cpu of one trial (not per tenant): a tiny share packs "
+        "hundreds of trials onto one core",
+    )
+    node_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs of the largest Ray node, when known: a trial asking for more can "
+        "never be placed, so it is refused at submission (not per tenant)",
+    )
+    node_gpus: float | None = Field(
+        None, ge=0, description="GPUs of the largest Ray node, when known (as node_cpus)"
+    )
 
     admin_token: SecretStr | None = Field(
         None,

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from _reliability_support import free_port, kill_group, start_api, tiny_spec
 
+from service import cli
 from service.store import JobStore
 
 OUTSIDE = "relaxtune-outside"
@@ -45,12 +46,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         RELAXTUNE_DATA_ROOT=str(data_root),
         RELAXTUNE_CACHE=str(root / "cache"),
         RELAXTUNE_MAX_CONCURRENT_JOBS="50",
+        RELAXTUNE_NODE_CPUS="6",  # the cluster's largest node, known to the service
     )
     try:
         yield {
             "root": root,
             "outside": outside,
             "store": store,
+            "db": db,
             "url": f"http://127.0.0.1:{port}",
             "headers": {"Authorization": f"Bearer {token}"},
         }
@@ -218,3 +221,68 @@ def test_a_dataset_is_named_and_found_under_the_data_root(server: dict[str, Any]
     assert response.json()["spec"]["data"]["dataset"] == "fashion"
     message = assert_refused(server, rotmnist(dataset="fashon"), "data.dataset")
     assert "did you mean 'fashion'?" in message
+
+
+# -- item: quotas and caps ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"budget": {"trials": 256, "epochs": 200}}, "budget", "max_trial_epochs"),
+        ({"budget": {"trials": 300, "epochs": 1}}, "budget.trials", "max_trials"),
+        ({"budget": {"trials": 2, "epochs": 201}}, "budget.epochs", "max_epochs"),
+        (
+            {"budget": {"trials": 256, "epochs": 1, "max_concurrent": 256}},
+            "budget.max_concurrent",
+            "tenant 'alice' may use at most 8",
+        ),
+        ({"retries": 100}, "retries", "tenant 'alice' may use at most 3"),
+        ({"resources": {"cpu": 0.001}}, "resources.cpu", "at least 0.25"),
+        ({"resources": {"cpu": 64}}, "resources.cpu", "max_trial_cpu"),
+        ({"resources": {"cpu": 7}}, "resources.cpu", "largest node of the cluster has 6"),
+    ],
+)
+def test_quotas_and_caps_refuse_naming_field_and_limit(
+    server: dict[str, Any], changes: dict[str, Any], field: str, words: str
+) -> None:
+    assert words in assert_refused(server, rotmnist() | changes, field)
+
+
+def test_the_hostile_spec_of_the_report_is_refused(server: dict[str, Any]) -> None:
+    """Everything at once: the first problem is named, nothing is written."""
+    spec = rotmnist() | {
+        "model": {"group": "C4", "width": 100_000, "depth": 200, "kernel_size": 99},
+        "data": {"train_size": 10**9, "val_size": 10**9, "test_size": 10**9},
+        "budget": {"trials": 256, "epochs": 200, "max_concurrent": 256},
+        "resources": {"cpu": 0.001},
+        "retries": 100,
+    }
+    assert_refused(server, spec, "model.width")
+
+
+def test_an_admin_raises_a_tenant_quota_from_the_cli(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = rotmnist() | {"retries": 10, "budget": {"trials": 300, "epochs": 1}}
+    assert "max_trials" in assert_refused(server, spec, "budget.trials")
+    db = ["--db", server["db"]]
+    assert cli.main(["quota", "set", "alice", "max_trials=512", "max_retries=10", *db]) == 0
+    assert "max_trials=512 (tenant)" in capsys.readouterr().out
+    assert cli.main(["token", "list", *db]) == 0
+    assert "tenant=alice\tadmin=False\tactive\tquota=max_retries=10,max_trials=512" in (
+        capsys.readouterr().out
+    )
+    response = submit(server, spec)
+    assert response.status_code == 201, response.text
+    # a raised quota is still bounded by what the cluster can place
+    assert cli.main(["quota", "set", "alice", "max_trial_cpu=64", *db]) == 0
+    assert "largest node" in assert_refused(
+        server, rotmnist() | {"resources": {"cpu": 64}}, "resources.cpu"
+    )
+    with pytest.raises(SystemExit) as info:
+        cli.main(["quota", "set", "alice", "max_trails=5", *db])
+    assert info.value.code == 2 and "did you mean 'max_trials'?" in capsys.readouterr().err
+    reset = ["max_trials=default", "max_retries=default", "max_trial_cpu=default"]
+    assert cli.main(["quota", "set", "alice", *reset, *db]) == 0
+    assert "max_trials" in assert_refused(server, spec, "budget.trials")
