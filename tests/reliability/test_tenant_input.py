@@ -286,3 +286,19 @@ def test_an_admin_raises_a_tenant_quota_from_the_cli(
     reset = ["max_trials=default", "max_retries=default", "max_trial_cpu=default"]
     assert cli.main(["quota", "set", "alice", *reset, *db]) == 0
     assert "max_trials" in assert_refused(server, spec, "budget.trials")
+
+
+# -- item: CLI traps, against the real server ------------------------------------------------
+
+
+def test_cli_strips_a_pasted_token_and_explains_a_wrong_base_url(
+    server: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = server["headers"]["Authorization"].removeprefix("Bearer ")
+    assert cli.main(["status", "--url", server["url"], "--token", token + " \n"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["status", "--url", server["url"] + "/api", "--token", token])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "no such endpoint" in err and "base URL" in err
+    assert token not in err
