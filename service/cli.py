@@ -800,6 +800,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     settings = _settings(args)
+    # a local run may name paths (data_dir, cache_dir); the spec is checked before anything
+    # is created
+    spec = parse_spec(_read_spec_bytes(args.spec)) if args.spec and not args.job else None
     store = _open_store(args)
     worker = f"cli-{socket.gethostname()}-{os.getpid()}"
     if args.job:
@@ -810,8 +813,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except NotFound as exc:
             raise CliError(str(exc), 2) from exc
         print(f"resuming job {job.id} ({job.name})", file=sys.stderr)
-    elif args.spec:
-        spec = parse_spec(_read_spec_bytes(args.spec))
+    elif spec is not None:
         job = store.create_job("local", spec.to_dict(), spec.name)
         job = store.claim(job.id, worker)
         _err(f"job {job.id} ({job.name}); resume it with: relaxtune run --job {job.id}")

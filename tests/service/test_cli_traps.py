@@ -68,3 +68,28 @@ def test_a_malformed_token_is_never_printed(capsys: pytest.CaptureFixture[str]) 
     assert run("status", "--url", "http://127.0.0.1:9", "--token", f"{secret} \n") == 1
     err = capsys.readouterr().err
     assert "cannot reach the service" in err and "s3cr3t" not in err
+
+
+SPEC = """\
+name: local
+task: rotated_mnist
+model: {group: C4, widht: 4}
+data: {train_size: 100, val_size: 50, test_size: 50, cache_dir: CACHE}
+search_space: relax
+budget: {trials: 2, epochs: 1}
+objective: {metric: val_accuracy, mode: max}
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_local_commands_refuse_a_misspelt_spec_before_doing_anything(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("CACHE", str(tmp_path / "cache")))  # a local path is fine
+    db = tmp_path / "jobs.db"
+    extra = ["--db", f"sqlite:///{db}"] if command == "run" else ["--out", str(tmp_path / "o")]
+    assert run(command, str(spec), *extra) == 2
+    err = capsys.readouterr().err
+    assert "model.widht: unknown key; did you mean 'width'?" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing created
