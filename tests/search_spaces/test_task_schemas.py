@@ -193,3 +193,25 @@ def test_a_plugin_declares_its_schema_through_the_entry_point(
     assert error.field == "data.points" and "<= 1000" in error.message
     error = refusal(ok | {"objective": {"metric": "val_los", "mode": "min"}})
     assert error.field == "objective.metric" and "val_loss" in error.message
+
+
+def test_the_documented_task_options_are_the_schemas() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    for name in ("rotated_mnist", "nbody"):
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` |"))
+        _, model_cell, data_cell = (cell.strip() for cell in row.strip("|").split("|"))
+        schema = task_schema(name)
+        assert schema is not None
+        for cell, section in ((model_cell, schema.model), (data_cell, schema.data)):
+            # the keys are the backticked words that open each comma-separated item
+            keys = {m for m in re.findall(r"(?:^|, )`(\w+)`", cell)}
+            assert keys == set(section.model_fields), (name, keys)
+            for key, info in section.model_fields.items():
+                caps = [m.le for m in info.metadata if getattr(m, "le", None) is not None]
+                if caps:
+                    assert (
+                        f"`{key}` (" in cell
+                        and f"≤ {caps[0]})" in cell.split(f"`{key}`")[1].split("`")[0]
+                    ), (name, key)
