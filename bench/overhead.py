@@ -136,15 +136,19 @@ def plain_tune_relax_trial(
 
 # ---- (b) relaxtune service ----------------------------------------------------------------
 def write_plugin_metadata(folder: Path) -> None:
-    """A distribution ``relaxtune-bench-plugin`` whose only content is the task entry point."""
+    """A distribution ``relaxtune-bench-plugin`` whose only content is the task's entry
+    points (the task and its torch-free schema)."""
     from _fixed_task import ENTRY_POINT
+    from _fixed_task_schema import SCHEMA_ENTRY_POINT
 
     dist = folder / "relaxtune_bench_plugin-0.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: relaxtune-bench-plugin\nVersion: 0.0\n"
     )
-    (dist / "entry_points.txt").write_text(f"[relaxtune.tasks]\n{ENTRY_POINT}\n")
+    (dist / "entry_points.txt").write_text(
+        f"[relaxtune.tasks]\n{ENTRY_POINT}\n\n[relaxtune.task_schemas]\n{SCHEMA_ENTRY_POINT}\n"
+    )
 
 
 def job_spec(

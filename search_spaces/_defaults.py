@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from search_spaces._errors import SpecError
+from search_spaces._suggest import did_you_mean
 
 #: Schedule families of docs/METHOD.md §2, in the order of that table.
 SCHEDULE_FAMILIES: tuple[str, ...] = (
@@ -128,7 +129,9 @@ def check_key(key: Any, field: str) -> str:
     """Return ``key`` if it is a hyperparameter key, else raise :class:`SpecError` at ``field``."""
     if not isinstance(key, str) or key not in _DEFAULTS:
         raise SpecError(
-            field, f"unknown hyperparameter {key!r}; allowed keys: {', '.join(_DEFAULTS)}"
+            field,
+            f"unknown hyperparameter {key!r}{did_you_mean(key, _DEFAULTS)} "
+            f"(allowed keys: {', '.join(_DEFAULTS)})",
         )
     return key
 

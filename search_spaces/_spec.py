@@ -45,6 +45,7 @@ from search_spaces._errors import SpecError
 from search_spaces._params import SearchSpace
 from search_spaces._presets import list_presets, load_preset
 from search_spaces._strategy import Strategy, default_strategy, two_stage_problem
+from search_spaces._suggest import did_you_mean
 
 #: Entry point group through which tasks (built-in and plugins) register.
 TASK_ENTRY_POINT_GROUP = "relaxtune.tasks"
@@ -218,7 +219,8 @@ class JobSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> JobSpec:
+    def _cross_checks(self, info: ValidationInfo) -> JobSpec:
+        self._check_task(info.context or {})
         if self.scheduler == "asha":
             if self.asha is not None and self.asha.grace_period > self.budget.epochs:
                 raise SpecError(
@@ -231,6 +233,34 @@ class JobSpec(BaseModel):
         self._space = _resolve_search_space(self.search_space)
         self._check_strategy()
         return self
+
+    def _check_task(self, context: Mapping[str, Any]) -> None:
+        """``model``/``data``/``objective`` against the task's torch-free schema."""
+        from search_spaces.tasks import check_task_config, task_schema
+
+        local = context.get("local", True)
+        schema = task_schema(self.task)
+        if schema is None:
+            if not local:
+                raise SpecError(
+                    "task",
+                    f"task {self.task!r} declares no schema (entry point group "
+                    "relaxtune.task_schemas); it can run only locally",
+                )
+            return
+        check_task_config(
+            schema, self.model, self.data, local=local, data_root=context.get("data_root")
+        )
+        metrics = schema.objective_metrics()
+        if self.objective.metric not in metrics:
+            raise SpecError(
+                "objective.metric",
+                f"unknown metric {self.objective.metric!r} for task {self.task}"
+                f"{did_you_mean(self.objective.metric, metrics)} (metrics: {', '.join(metrics)})",
+            )
+        if self.objective.metric == metrics[0] and self.objective.mode != schema.mode:
+            verb = "maximised" if schema.mode == "max" else "minimised"
+            raise SpecError("objective.mode", f"{metrics[0]} must be {verb}: use {schema.mode!r}")
 
     def _check_strategy(self) -> None:
         trials = self.budget.trials
@@ -303,6 +333,8 @@ def parse_spec(
     *,
     tasks: tuple[str, ...] | list[str] | None = None,
     gpu_available: Callable[[], bool] | None = None,
+    local: bool = True,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> JobSpec:
     """Read and validate a job spec; raise :class:`SpecError` (never anything else) if refused.
 
@@ -310,6 +342,9 @@ def parse_spec(
     :func:`search_spaces._document.load_document` for the limits) or an already parsed
     mapping. ``tasks`` replaces the registered task names and ``gpu_available`` the GPU
     check (both for tests and for services that know better).
+
+    ``local=False`` reads a tenant's spec (over HTTP): no option may name a filesystem path,
+    and a named dataset must exist under ``data_root`` (the server's dataset root).
     """
     if isinstance(source, Mapping):
         check_tree(source, "")
@@ -320,7 +355,12 @@ def parse_spec(
         raise SpecError("spec", "the document is empty; a job spec is a mapping")
     if not isinstance(data, Mapping):
         raise SpecError("spec", f"a job spec must be a mapping, got {type(data).__name__}")
-    context = {"tasks": tasks, "gpu_available": gpu_available}
+    context = {
+        "tasks": tasks,
+        "gpu_available": gpu_available,
+        "local": local,
+        "data_root": data_root,
+    }
     try:
         return JobSpec.model_validate(dict(data), context=context)
     except ValidationError as exc:
@@ -349,8 +389,9 @@ def spec_error_from_validation(exc: ValidationError) -> SpecError:
     kind = error["type"]
     if kind == "extra_forbidden":
         section = _SECTIONS.get(loc[:-1])
-        allowed = f"; allowed: {', '.join(section.model_fields)}" if section else ""
-        return SpecError(field, f"unknown field {loc[-1]!r}{allowed}")
+        known = list(section.model_fields) if section else []
+        allowed = f" (allowed: {', '.join(known)})" if section else ""
+        return SpecError(field, f"unknown field {loc[-1]!r}{did_you_mean(loc[-1], known)}{allowed}")
     if kind == "missing":
         return SpecError(field, "required field is missing")
     shown = repr(error.get("input"))

@@ -66,7 +66,11 @@ def _err(message: str) -> None:
 # --- shared option groups ------------------------------------------------------------------
 
 
-def _add_db_options(parser: argparse.ArgumentParser) -> None:
+def _add_db_options(parser: argparse.ArgumentParser, *, create: bool = False) -> None:
+    if create:
+        parser.add_argument(
+            "--create", action="store_true", help="create the database file if it is missing"
+        )
     parser.add_argument(
         "--db",
         default=os.environ.get("RELAXTUNE_DB", DEFAULT_DB),
@@ -118,15 +122,50 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         raise CliError(f"invalid settings: {exc}", 2) from exc
 
 
-def _open_store(args: argparse.Namespace, *, upgrade: bool = True) -> Any:
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``None`` for other databases or a malformed URL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _open_store(args: argparse.Namespace, *, upgrade: bool = True, existing: bool = False) -> Any:
+    """The job store of ``--db``. ``existing``: refuse a SQLite file that does not exist yet
+    (unless ``--create``) and say on stderr which database the command uses."""
     from service.store import JobStore
 
+    path = _sqlite_file(args.db)
+    if path is not None:
+        if not path.parent.is_dir():
+            raise CliError(
+                f"cannot open database {path}: its folder {path.parent} does not exist", 2
+            )
+        if existing and not path.exists() and not getattr(args, "create", False):
+            raise CliError(
+                f"database {path} does not exist (check --db / RELAXTUNE_DB); "
+                "pass --create to make a new one",
+                2,
+            )
     try:
         store = JobStore(args.db)
     except (ValueError, ImportError) as exc:  # malformed URL, missing driver
         raise CliError(f"cannot use database {args.db!r}: {exc}", 2) from exc
+    if existing:
+        _err(f"database: {store.engine.url.render_as_string(hide_password=True)}")
     if upgrade:
-        store.upgrade()
+        try:
+            store.upgrade()
+        except RelaxtuneError as exc:
+            cause = str(exc.__cause__ or "").splitlines()[0][:200] if exc.__cause__ else ""
+            where = path if path is not None else store.engine.url.render_as_string(True)
+            raise CliError(f"cannot use database {where}: {exc}: {cause}") from exc
     return store
 
 
@@ -144,6 +183,32 @@ def _http_client(args: argparse.Namespace) -> httpx.Client:
     """The HTTP client of the client commands (tests replace this function)."""
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     return httpx.Client(base_url=args.url, headers=headers, timeout=60.0)
+
+
+def _check_client_args(args: argparse.Namespace) -> None:
+    """Catch the usual slips in ``--url`` and ``--token`` before any request (the token is
+    never printed)."""
+    from urllib.parse import urlsplit
+
+    if args.token is not None:
+        args.token = args.token.strip()  # a pasted token often ends with a space or newline
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in args.token):
+            raise CliError(
+                "the token (--token / RELAXTUNE_TOKEN) contains spaces or control characters; "
+                "copy it again as `relaxtune token create` printed it",
+                2,
+            )
+    parts = urlsplit(args.url)
+    expected = f"expected the service's base URL, such as {DEFAULT_URL}"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CliError(f"--url {args.url!r} is not an http(s) URL; {expected}", 2)
+    if parts.path.rstrip("/").endswith("/v1") or "/v1/" in parts.path:
+        raise CliError(f"--url {args.url!r} includes the API path /v1; {expected}", 2)
+
+
+def _redact(text: str, args: argparse.Namespace) -> str:
+    token = getattr(args, "token", None)
+    return text.replace(token, "<token>") if token else text
 
 
 def _detail(response: httpx.Response) -> tuple[str, str | None]:
@@ -166,6 +231,11 @@ def _check(response: httpx.Response) -> httpx.Response:
     code = response.status_code
     if code == 401:
         raise CliError("unauthorized: pass a valid token with --token or RELAXTUNE_TOKEN")
+    if code == 404 and message == "Not Found":  # no such route: not a job that is missing
+        raise CliError(
+            f"{response.request.url.copy_with(query=None)}: no such endpoint (HTTP 404); "
+            f"is --url the base URL of a relaxtune service, such as {DEFAULT_URL}?"
+        )
     if code in (400, 413, 415, 422):
         where = f"spec field {field}: " if field else ""
         raise CliError(f"refused ({code}): {where}{message}", 2)
@@ -173,14 +243,18 @@ def _check(response: httpx.Response) -> httpx.Response:
 
 
 def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    _check_client_args(args)
     try:
         with _http_client(args) as client:
             return _check(client.request(method, path, **kwargs))
     except httpx.TransportError as exc:
-        raise CliError(f"cannot reach the service at {args.url}: {exc}") from exc
+        raise CliError(
+            f"cannot reach the service at {args.url}: {_redact(str(exc), args)}"
+        ) from exc
 
 
 def _download(args: argparse.Namespace, path: str, out: Any) -> None:
+    _check_client_args(args)
     try:
         with _http_client(args) as client, client.stream("GET", path) as response:
             if not response.is_success:
@@ -189,7 +263,9 @@ def _download(args: argparse.Namespace, path: str, out: Any) -> None:
             for chunk in response.iter_bytes():
                 out.write(chunk)
     except httpx.TransportError as exc:
-        raise CliError(f"cannot reach the service at {args.url}: {exc}") from exc
+        raise CliError(
+            f"cannot reach the service at {args.url}: {_redact(str(exc), args)}"
+        ) from exc
 
 
 # --- client commands -----------------------------------------------------------------------
@@ -513,7 +589,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create an API token and print it (once)."""
-    store = _open_store(args)
+    store = _open_store(args, existing=True)
     try:
         token = store.create_token(args.name, tenant=args.tenant, admin=args.admin)
     except ValueError as exc:
@@ -530,18 +606,67 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     """Revoke an API token by name."""
-    store = _open_store(args)
+    store = _open_store(args, existing=True)
     store.revoke_token(args.name)
     print(f"token {args.name!r} revoked")
     return 0
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    """List API tokens (names and tenants, never the tokens)."""
-    store = _open_store(args)
+    """List API tokens (names, tenants and the tenants' quotas; never the tokens)."""
+    from service.quotas import list_overrides
+
+    store = _open_store(args, existing=True)
+    overrides = list_overrides(store)
     for t in store.list_tokens():
         state = "revoked" if t["revoked_at"] else "active"
-        print(f"{t['name']}\ttenant={t['tenant']}\tadmin={t['admin']}\t{state}")
+        quota = overrides.get(t["tenant"])
+        shown = ",".join(f"{k}={v:g}" for k, v in sorted(quota.items())) if quota else "default"
+        print(f"{t['name']}\ttenant={t['tenant']}\tadmin={t['admin']}\t{state}\tquota={shown}")
+    return 0
+
+
+def cmd_quota_set(args: argparse.Namespace) -> int:
+    """Raise or lower a tenant's limits (KEY=VALUE; VALUE 'default' removes an override)."""
+    from service.quotas import parse_quota_items, set_overrides
+    from service.store import _TOKEN_NAME_PATTERN
+
+    if not _TOKEN_NAME_PATTERN.fullmatch(args.tenant):
+        raise CliError("tenant: 1-64 characters of letters, digits, '_', '.', '@', '-'", 2)
+    try:
+        values = parse_quota_items(args.items)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from exc
+    store = _open_store(args, existing=True)
+    set_overrides(store, args.tenant, values)
+    _show_quota(store, _settings(args), args.tenant)
+    return 0
+
+
+def _show_quota(store: Any, settings: Settings, tenant: str) -> None:
+    from service.quotas import QUOTA_KEYS, tenant_overrides
+
+    overrides = tenant_overrides(store, tenant)
+    cells = []
+    for key in QUOTA_KEYS:
+        value = overrides.get(key, getattr(settings, key))
+        cells.append(f"{key}={value:g}{'' if key not in overrides else ' (tenant)'}")
+    print(f"{tenant}\t" + "\t".join(cells))
+
+
+def cmd_quota_show(args: argparse.Namespace) -> int:
+    """Show the limits of a tenant (or of every tenant with a token or a quota)."""
+    from service.quotas import list_overrides
+
+    store = _open_store(args, existing=True)
+    settings = _settings(args)
+    tenants = (
+        [args.tenant]
+        if args.tenant
+        else sorted({t["tenant"] for t in store.list_tokens()} | set(list_overrides(store)))
+    )
+    for tenant in tenants:
+        _show_quota(store, settings, tenant)
     return 0
 
 
@@ -676,6 +801,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     settings = _settings(args)
+    # a local run may name paths (data_dir, cache_dir); the spec is checked before anything
+    # is created
+    spec = parse_spec(_read_spec_bytes(args.spec)) if args.spec and not args.job else None
     store = _open_store(args)
     worker = f"cli-{socket.gethostname()}-{os.getpid()}"
     if args.job:
@@ -686,8 +814,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except NotFound as exc:
             raise CliError(str(exc), 2) from exc
         print(f"resuming job {job.id} ({job.name})", file=sys.stderr)
-    elif args.spec:
-        spec = parse_spec(_read_spec_bytes(args.spec))
+    elif spec is not None:
         job = store.create_job("local", spec.to_dict(), spec.name)
         job = store.claim(job.id, worker)
         _err(f"job {job.id} ({job.name}); resume it with: relaxtune run --job {job.id}")
@@ -870,13 +997,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--tenant", help="tenant of the token (default: its name)")
     p.add_argument("--admin", action="store_true", help="may see every tenant's jobs")
-    _add_db_options(p)
+    _add_db_options(p, create=True)
     p = token.add_parser("revoke", help=cmd_token_revoke.__doc__)
     p.set_defaults(func=cmd_token_revoke)
     p.add_argument("name")
     _add_db_options(p)
     p = token.add_parser("list", help=cmd_token_list.__doc__)
     p.set_defaults(func=cmd_token_list)
+    _add_db_options(p)
+
+    quota = sub.add_parser("quota", help="per-tenant limits (admin)").add_subparsers(
+        dest="quota_command", required=True, metavar="COMMAND"
+    )
+    p = quota.add_parser("set", help=cmd_quota_set.__doc__, description=cmd_quota_set.__doc__)
+    p.set_defaults(func=cmd_quota_set)
+    p.add_argument("tenant")
+    p.add_argument("items", nargs="+", metavar="KEY=VALUE", help="e.g. max_trials=512")
+    _add_db_options(p)
+    p = quota.add_parser("show", help=cmd_quota_show.__doc__)
+    p.set_defaults(func=cmd_quota_show)
+    p.add_argument("tenant", nargs="?")
     _add_db_options(p)
 
     p = command("submit", cmd_submit)

@@ -118,6 +118,7 @@ class Controller:
     ) -> None:
         self.store = store
         self.settings = settings
+        settings.export_data_locations()  # where the workers read data and cache
         self.worker_id = worker_id or settings.worker_id or socket.gethostname()
         self._runner = runner
         self._report_runner = report_runner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     db: str = Field("sqlite:///relaxtune.db", description="SQLAlchemy URL of the job database")
     artifacts: Path = Field(Path("./artifacts"), description="artifact folder (best checkpoints)")
+    data_root: Path | None = Field(
+        None,
+        description="dataset root: a spec's data.dataset NAME is <data_root>/<task>/NAME; "
+        "specs submitted over HTTP cannot name any other path",
+    )
+    cache: Path | None = Field(
+        None,
+        description="cache root of generated data (rotated digits, simulated systems); "
+        "default ~/.cache/relaxtune of the user running the workers",
+    )
     max_body_bytes: int = Field(256 * 1024, gt=0, description="largest accepted request body")
     api_threads: int = Field(
         4,
@@ -55,6 +66,28 @@ class Settings(BaseSettings):
     max_epochs: int = Field(200, gt=0, description="largest budget.epochs of one job")
     max_concurrent_jobs: int = Field(
         4, gt=0, description="most queued + running jobs one tenant may have"
+    )
+    max_trial_epochs: int = Field(
+        4096, gt=0, description="largest budget.trials × budget.epochs of one job"
+    )
+    max_concurrent: int = Field(8, gt=0, description="largest budget.max_concurrent of one job")
+    max_trial_cpu: float = Field(8.0, gt=0, description="largest resources.cpu of one trial")
+    max_trial_gpu: float = Field(1.0, ge=0, description="largest resources.gpu of one trial")
+    max_retries: int = Field(3, ge=0, description="largest retries (per trial) of one job")
+    min_trial_cpu: float = Field(
+        0.25,
+        gt=0,
+        description="smallest resources.cpu of one trial (not per tenant): a tiny share packs "
+        "hundreds of trials onto one core",
+    )
+    node_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs of the largest Ray node, when known: a trial asking for more can "
+        "never be placed, so it is refused at submission (not per tenant)",
+    )
+    node_gpus: float | None = Field(
+        None, ge=0, description="GPUs of the largest Ray node, when known (as node_cpus)"
     )
 
     admin_token: SecretStr | None = Field(
@@ -73,6 +106,14 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         600.0, gt=0, description="a running job without heartbeat for this long is requeued"
     )
+
+    def export_data_locations(self) -> None:
+        """Put the dataset and cache roots into the environment (``RELAXTUNE_DATA_ROOT``,
+        ``RELAXTUNE_CACHE``), where the workers this process starts read them."""
+        if self.data_root is not None:
+            os.environ["RELAXTUNE_DATA_ROOT"] = str(self.data_root)
+        if self.cache is not None:
+            os.environ["RELAXTUNE_CACHE"] = str(self.cache)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -93,6 +93,15 @@ tokens_table = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+#: Per-tenant overrides of the limits in ``Settings`` (JSON object; see ``service/quotas.py``).
+quotas_table = sa.Table(
+    "relaxtune_quotas",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("limits", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)

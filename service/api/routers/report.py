@@ -66,13 +66,16 @@ async def request_report(
     if not isinstance(payload, dict) or set(payload) - {"seeds"}:
         return _refuse("the body must be a JSON object with at most the key 'seeds'", "body")
     default = (job.spec.get("report") or {}).get("seeds") or DEFAULT_REPORT_SEEDS
-    seeds = check_report_seeds(payload.get("seeds", default), settings, "seeds")
+    from service.quotas import effective_settings
+
+    limits = await run_in_threadpool(effective_settings, store, settings, job.tenant)
+    seeds = check_report_seeds(payload.get("seeds", default), limits, "seeds")
     job = await run_in_threadpool(
         store.request_report,
         job.id,
         seeds,
         user.tenant_filter,
-        max_active=settings.max_concurrent_jobs,
+        max_active=limits.max_concurrent_jobs,
     )
     if request.app.state.on_job_created is not None and job.status == "queued":
         request.app.state.on_job_created()  # wake the embedded controller up
