@@ -339,7 +339,9 @@ class Controller:
                 return self._requeue(job)
             logger.info("job %s cancelled", job.id)
             return self._finish(job, "cancelled", best=best)
-        return self._finish(job, "failed", error=f"the search returned an unknown status {status!r}")
+        return self._finish(
+            job, "failed", error=f"the search returned an unknown status {status!r}"
+        )
 
     def _requeue(self, job: Job) -> Job:
         if not self.requeue_on_stop:

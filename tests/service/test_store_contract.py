@@ -246,7 +246,9 @@ def test_claim_specific_job(store: JobStore) -> None:
 def test_terminal_states_are_final(store: JobStore, ended: str) -> None:
     job = store.create_job("alice", SPEC)
     store.claim_next("w")
-    first = store.finish(job.id, ended, best={"trial": 1}, error="why" if ended == "failed" else None)
+    first = store.finish(
+        job.id, ended, best={"trial": 1}, error="why" if ended == "failed" else None
+    )
     for status in ("succeeded", "failed", "cancelled"):
         with pytest.raises(Conflict, match=f"already ended {ended}, which is final"):
             store.finish(job.id, status, best={"trial": 2}, error="late")
