@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from service.errors import Conflict, RelaxtuneError, StoreError
+from service.errors import Conflict, RelaxtuneError, SearchFailed, StoreError
 from service.settings import Settings
 from service.store import Job, JobStore
 
@@ -68,7 +68,8 @@ def _is_database_outage(exc: BaseException | None) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    # a failed search says why in its own words (the first failed trial's reason)
+    text = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 

@@ -36,6 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
+from service.errors import SearchFailed
 from service.strategy import (
     REQUEUED,
     Stage,
@@ -48,6 +49,10 @@ from service.strategy import (
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_projected"
+#: ``stop_reason`` of the trials a cancel stopped
+CANCELLED = "job cancelled"
+#: reasons that say why the search stopped a trial, not what went wrong with it
+_NOT_THE_TRIALS_FAULT = (REQUEUED, CANCELLED)
 
 
 def _history_keys() -> tuple[str, ...]:
@@ -202,11 +207,14 @@ def _make_searcher_class():
             if last.get("diverged"):
                 ot_trial.set_user_attr("stop_reason", f"diverged: {last['diverged']}")
                 state, value = TrialState.FAIL, None
-            elif error or value is None or not math.isfinite(value):
-                ot_trial.set_user_attr("stop_reason", "error" if error else "no finite metric")
+            elif error:
+                ot_trial.set_user_attr("stop_reason", _trial_error(ot_trial, self.trials_dir))
+                state, value = TrialState.FAIL, None
+            elif value is None or not math.isfinite(value):
+                ot_trial.set_user_attr("stop_reason", "no finite metric")
                 state, value = TrialState.FAIL, None
             elif self.cancelled and done < self.epochs:
-                ot_trial.set_user_attr("stop_reason", "job cancelled")
+                ot_trial.set_user_attr("stop_reason", CANCELLED)
                 state, value = TrialState.FAIL, None
             elif done < self.epochs:
                 ot_trial.set_user_attr("stop_reason", f"pruned by the scheduler after epoch {done}")
@@ -220,6 +228,33 @@ def _make_searcher_class():
             self._completed_trials.add(trial_id)
 
     return RelaxOptunaSearch
+
+
+def _trial_error(ot_trial: optuna.trial.Trial, trials_dir: str) -> str:
+    """``error: <first line of the exception>`` for a trial Ray reports as errored: the
+    trainable leaves that line in its folder (``workers.trainable.ERROR_FILE``); a trial
+    whose process died without raising has none."""
+    folder = Path(
+        ot_trial.user_attrs.get("checkpoint") or Path(trials_dir) / f"{ot_trial.number:05d}"
+    )
+    try:
+        text = (folder / "error.txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    if not text:
+        return "error: the trial's process died without an exception (killed? out of memory?)"
+    return f"error: {text.splitlines()[0]}"
+
+
+def failure_reason(study: optuna.Study) -> str | None:
+    """``trial N: <reason>`` of the first trial that failed on its own (not re-queued, not
+    stopped by a cancel or a timeout): what a job that found nothing says about why."""
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        reason = trial.user_attrs.get("stop_reason")
+        if trial.state != TrialState.FAIL or not reason or reason in _NOT_THE_TRIALS_FAULT:
+            continue
+        return f"trial {trial.number}: {reason.removeprefix('error: ')}"
+    return None
 
 
 def _json_safe(value: Any) -> Any:
@@ -382,8 +417,8 @@ def run_search(
     """Run (or resume) the search of one job; export its best trial.
 
     Returns ``{"status": "succeeded"|"cancelled", "best": {...}|None, "progress": {...}}``.
-    Raises ``SpecError`` for a spec the task cannot honour and ``RuntimeError`` when no
-    trial completed.
+    Raises ``SpecError`` for a spec the task cannot honour and :class:`SearchFailed` when no
+    trial completed (its message starts with the first failed trial's reason).
     """
     check_objective(spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -418,7 +453,7 @@ def run_search(
     ran: list[int | None] = []
     # one Tune run per stage; a stage whose run ended short (a trial the searcher could not
     # record) waits for the next resume rather than being run twice here
-    while (stage := next_stage(spec, study)) is not None and stage.number not in ran:
+    while (stage := _next_stage(spec, study)) is not None and stage.number not in ran:
         if ran and should_stop is not None and should_stop():
             stop_event.set()  # cancelled between two stages
         if stop_event.is_set():
@@ -448,14 +483,9 @@ def run_search(
     if completed:
         best = export_best(job_id, db_url, artifacts_dir, study=study)
     elif not cancelled:
-        reasons = {
-            t.user_attrs.get("stop_reason")
-            for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.FAIL
-        }
-        raise RuntimeError(
-            f"no trial completed ({final['failed']} failed, {final['pruned']} pruned; reasons: {sorted(r for r in reasons if r)})"
-        )
+        counts = f"no trial completed ({final['failed']} failed, {final['pruned']} pruned)"
+        reason = failure_reason(study)
+        raise SearchFailed(f"{reason} — {counts}" if reason else counts)
     result = {
         "status": "cancelled" if cancelled else "succeeded",
         "best": best,
@@ -466,6 +496,16 @@ def run_search(
     if show_progress:
         print_summary(result, study)
     return result
+
+
+def _next_stage(spec: JobSpec, study: optuna.Study) -> Stage | None:
+    """:func:`service.strategy.next_stage`; a second stage that cannot start (the first
+    completed no trial) fails the search with the first failed trial's reason."""
+    try:
+        return next_stage(spec, study)
+    except RuntimeError as exc:
+        reason = failure_reason(study)
+        raise SearchFailed(f"{reason} — {exc}" if reason else str(exc)) from exc
 
 
 def _run_stage(

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from search_spaces import SpecError, parse_spec
 from service._scheduler import RelaxationAwareASHA
+from service.errors import SearchFailed
 from service.search import export_best, run_search, study_name
 from workers.training import verify_checkpoint
 
@@ -243,11 +244,33 @@ def test_diverging_trial_is_recorded_fail_with_its_reason(tmp_path):
     )
     spec.pop("asha")
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
-    with pytest.raises(RuntimeError, match="no trial completed"):
+    with pytest.raises(SearchFailed) as failed:
         run_search(parse_spec(spec), "nanjob", db, tmp_path / "art")
+    # the job's error says why, in one line, starting with the trial's own reason
+    assert str(failed.value).startswith("trial 0: diverged: loss became nan at epoch 1")
+    assert str(failed.value).endswith("no trial completed (1 failed, 0 pruned)")
     (trial,) = optuna.load_study(study_name=study_name("nanjob"), storage=db).get_trials()
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["stop_reason"].startswith("diverged: loss became nan")
+
+
+def test_a_trial_exception_is_the_reason_of_the_failed_search(tmp_path):
+    """A trial that raises (here a model key the task does not know, as a plugin task without
+    a schema would only find out in the worker) is FAIL with the exception's first line, and
+    the search that found nothing fails with it."""
+    spec = parse_spec(dict(NBODY, budget={"trials": 2, "epochs": 1, "max_concurrent": 1}))
+    spec = spec.model_copy(update={"model": {**spec.model, "widht": 4}})  # past validation
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, "errjob", db, tmp_path / "art")
+    message = str(failed.value)
+    assert message.startswith("trial 0: ValueError: nbody model config: unknown keys ['widht']")
+    # (stage 2 of the default two-stage strategy cannot start after stage 1 found nothing)
+    assert "\n" not in message and "stage 1 (the optimiser, relaxation off) completed no" in message
+    trials = optuna.load_study(study_name=study_name("errjob"), storage=db).get_trials()
+    assert trials and {t.state for t in trials} == {TrialState.FAIL}
+    for t in trials:
+        assert t.user_attrs["stop_reason"].startswith("error: ValueError: nbody model config")
 
 
 def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
