@@ -340,6 +340,9 @@ class Controller:
                 return self._requeue(job)
             logger.info("job %s cancelled", job.id)
             return self._finish(job, "cancelled", best=best)
+        if status == "timed_out":  # the spec's timeout_s passed: finished trials are kept
+            logger.info("job %s timed out", job.id)
+            return self._finish(job, "failed", best=best, error=result.get("error") or "timed out")
         return self._finish(
             job, "failed", error=f"the search returned an unknown status {status!r}"
         )

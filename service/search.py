@@ -51,8 +51,12 @@ log = logging.getLogger(__name__)
 OBJECTIVE = "val_projected"
 #: ``stop_reason`` of the trials a cancel stopped
 CANCELLED = "job cancelled"
+#: ``stop_reason`` of the trials the spec's ``timeout_s`` stopped
+TIMED_OUT = "job timed out"
 #: reasons that say why the search stopped a trial, not what went wrong with it
-_NOT_THE_TRIALS_FAULT = (REQUEUED, CANCELLED)
+_NOT_THE_TRIALS_FAULT = (REQUEUED, CANCELLED, TIMED_OUT)
+#: study user attribute: seconds the search has run, summed over every driver run of the job
+SEARCH_SECONDS = "search_seconds"
 
 
 def _history_keys() -> tuple[str, ...]:
@@ -137,6 +141,7 @@ def _make_searcher_class():
             self.trials_dir = trials_dir
             self.trial_attrs = dict(trial_attrs or {})  # e.g. the stage of a two-stage job
             self.cancelled = False
+            self.cancel_reason = CANCELLED  # the stop_reason of trials a stop cuts short
             self._history: dict[str, list[dict[str, Any]]] = {}
             self._last: dict[str, dict[str, Any]] = {}
 
@@ -214,7 +219,7 @@ def _make_searcher_class():
                 ot_trial.set_user_attr("stop_reason", "no finite metric")
                 state, value = TrialState.FAIL, None
             elif self.cancelled and done < self.epochs:
-                ot_trial.set_user_attr("stop_reason", CANCELLED)
+                ot_trial.set_user_attr("stop_reason", self.cancel_reason)
                 state, value = TrialState.FAIL, None
             elif done < self.epochs:
                 ot_trial.set_user_attr("stop_reason", f"pruned by the scheduler after epoch {done}")
@@ -226,6 +231,27 @@ def _make_searcher_class():
             except Exception as exc:  # a trial already finished elsewhere must not stop the search
                 log.warning("could not record trial %s: %s", ot_trial.number, exc)
             self._completed_trials.add(trial_id)
+
+        def close_timed_out(self) -> None:
+            """Trials still running when the timeout ended the experiment: Tune stops them
+            without telling the searcher, so record them here (FAIL ``job timed out``, or
+            COMPLETE when their last epoch had been reported). A cancel or a shutdown leaves
+            them RUNNING: a resume re-queues them to continue."""
+            if self.cancel_reason != TIMED_OUT:
+                return
+            for trial_id, ot_trial in list(self._ot_trials.items()):
+                if trial_id in self._completed_trials:
+                    continue
+                last = self._last.get(trial_id)
+                if last and "epoch" in last:
+                    self.on_trial_complete(trial_id, last)
+                    continue
+                ot_trial.set_user_attr("stop_reason", TIMED_OUT)
+                try:
+                    self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+                except Exception as exc:
+                    log.warning("could not record trial %s: %s", ot_trial.number, exc)
+                self._completed_trials.add(trial_id)
 
     return RelaxOptunaSearch
 
@@ -336,16 +362,60 @@ def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
 
 
 # ---- the run ---------------------------------------------------------------------------
+class _SearchClock:
+    """The search's wall-clock time against the spec's ``timeout_s``, summed over every
+    driver run of the job (a resumed job does not get a fresh budget): the seconds of earlier
+    runs are kept in the study's ``search_seconds`` user attribute."""
+
+    SAVE_EVERY_S = 5.0
+
+    def __init__(self, study: optuna.Study, timeout_s: float | None) -> None:
+        self.study, self.timeout_s = study, timeout_s
+        self.before = float(study.user_attrs.get(SEARCH_SECONDS) or 0.0)
+        self.started = self._saved = time.monotonic()
+        self.expired = threading.Event()
+
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def check(self) -> bool:
+        """Whether the timeout has passed (it stays passed)."""
+        if self.timeout_s is not None and self.seconds() >= self.timeout_s:
+            self.expired.set()
+        return self.expired.is_set()
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._saved >= self.SAVE_EVERY_S:
+            self.study.set_user_attr(SEARCH_SECONDS, round(self.seconds(), 3))
+            self._saved = now
+
+    def message(self) -> str:
+        return f"timed out after {self.timeout_s:g} s"
+
+
 class _Watcher(threading.Thread):
-    """Polls the study for progress and the caller for cancellation while Tune runs."""
+    """Polls the study for progress, and the caller for cancellation and the clock for the
+    timeout, while Tune runs."""
 
     def __init__(
-        self, study, total, mode, on_progress, should_stop, stop_event, searcher, bar, period=1.0
+        self,
+        study,
+        total,
+        mode,
+        on_progress,
+        should_stop,
+        stop_event,
+        searcher,
+        bar,
+        clock,
+        period=1.0,
     ):
         super().__init__(daemon=True)
         self.study, self.total, self.mode = study, total, mode
         self.on_progress, self.should_stop = on_progress, should_stop
         self.stop_event, self.searcher, self.bar = stop_event, searcher, bar
+        self.clock = clock
         self.period = period
         self.finished = threading.Event()
 
@@ -359,8 +429,13 @@ class _Watcher(threading.Thread):
 
     def run(self) -> None:
         while not self.finished.wait(self.period):
+            if not self.stop_event.is_set() and self.clock.check():
+                self.searcher.cancel_reason = TIMED_OUT
+                self.searcher.cancelled = True
+                self.stop_event.set()
             try:
                 self.poll()
+                self.clock.save()
                 if self.should_stop is not None and self.should_stop():
                     self.searcher.cancelled = True
                     self.stop_event.set()
@@ -416,7 +491,10 @@ def run_search(
 ) -> dict[str, Any]:
     """Run (or resume) the search of one job; export its best trial.
 
-    Returns ``{"status": "succeeded"|"cancelled", "best": {...}|None, "progress": {...}}``.
+    Returns ``{"status": "succeeded"|"cancelled"|"timed_out", "best": {...}|None,
+    "progress": {...}}`` (``timed_out`` also carries ``error``: the spec's ``timeout_s`` passed,
+    counted over every driver run of the job; the trials finished so far are kept and the best
+    of them exported).
     Raises ``SpecError`` for a spec the task cannot honour and :class:`SearchFailed` when no
     trial completed (its message starts with the first failed trial's reason).
     """
@@ -450,49 +528,68 @@ def run_search(
     stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
     stop_event.clear()
     started = time.perf_counter()
+    clock = _SearchClock(study, spec.timeout_s)
     ran: list[int | None] = []
     # one Tune run per stage; a stage whose run ended short (a trial the searcher could not
     # record) waits for the next resume rather than being run twice here
-    while (stage := _next_stage(spec, study)) is not None and stage.number not in ran:
-        if ran and should_stop is not None and should_stop():
-            stop_event.set()  # cancelled between two stages
-        if stop_event.is_set():
-            break
-        ran.append(stage.number)
-        _ray_init(ray_address, num_cpus)
-        _run_stage(
-            spec,
-            job_id,
-            stage,
-            storage,
-            jdir,
-            storage_path,
-            lambda searcher: _Watcher(
-                study, total, mode, on_progress, should_stop, stop_event, searcher, bar
-            ),
-        )
+    try:
+        while (stage := _next_stage(spec, study)) is not None and stage.number not in ran:
+            if ran and should_stop is not None and should_stop():
+                stop_event.set()  # cancelled between two stages
+            if clock.check():  # (also: a resumed job whose time was already spent)
+                stop_event.set()
+            if stop_event.is_set():
+                break
+            ran.append(stage.number)
+            _ray_init(ray_address, num_cpus)
+            _run_stage(
+                spec,
+                job_id,
+                stage,
+                storage,
+                jdir,
+                storage_path,
+                lambda searcher: _Watcher(
+                    study, total, mode, on_progress, should_stop, stop_event, searcher, bar, clock
+                ),
+            )
+    finally:
+        try:
+            clock.save(force=True)
+        except Exception as exc:  # the database may be what stopped the search
+            log.warning("job %s: recording the search time: %s", job_id, exc)
     final = progress_of(study, total, mode)
     if on_progress is not None:
         on_progress(final)
     if bar is not None:
         bar.update(final)
         bar.close()
-    cancelled = stop_event.is_set()
+    # (a timeout that passed as the last trial finished stopped nothing)
+    timed_out = clock.expired.is_set() and finished_count(study) < total
+    cancelled = stop_event.is_set() and not timed_out
     best = None
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    counts = f"no trial completed ({final['failed']} failed, {final['pruned']} pruned)"
     if completed:
         best = export_best(job_id, db_url, artifacts_dir, study=study)
+    elif timed_out:
+        raise SearchFailed(f"{clock.message()}: {counts}")
     elif not cancelled:
-        counts = f"no trial completed ({final['failed']} failed, {final['pruned']} pruned)"
         reason = failure_reason(study)
         raise SearchFailed(f"{reason} — {counts}" if reason else counts)
     result = {
-        "status": "cancelled" if cancelled else "succeeded",
+        "status": "timed_out" if timed_out else "cancelled" if cancelled else "succeeded",
         "best": best,
         "progress": final,
         "seconds": time.perf_counter() - started,
         "job_id": job_id,
     }
+    if timed_out:
+        finished = final["complete"] + final["pruned"] + final["failed"]
+        result["error"] = (
+            f"{clock.message()}: {finished} of {total} trials finished; the best so far "
+            f"(trial {best['trial']}) is exported"
+        )
     if show_progress:
         print_summary(result, study)
     return result
@@ -587,6 +684,7 @@ def _run_stage(
     finally:
         watcher.finished.set()
         watcher.join(timeout=5)
+    searcher.close_timed_out()
 
 
 #: cancellation flags of the jobs this process drives (Tune pickles its stopper, so the

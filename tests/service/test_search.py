@@ -302,3 +302,42 @@ def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
     assert trial.state == TrialState.COMPLETE
     assert [h["epoch"] for h in trial.user_attrs["history"]] == [1, 2, 3]
     assert sorted(trial.intermediate_values) == [1, 2, 3]
+
+
+def test_timeout_stops_the_search_keeps_its_trials_and_exports_the_best(tmp_path):
+    """``timeout_s``: the search stops within seconds of it, the trials finished so far are
+    kept, the best of them is exported; running the job again does not get a fresh budget."""
+    spec = parse_spec(
+        dict(
+            NBODY,
+            name="timeout",
+            search_space={"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+            strategy="joint",
+            budget={"trials": 200, "epochs": 2, "max_concurrent": 2},
+            timeout_s=30,
+        )
+    )
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = time.monotonic()
+    result = run_search(spec, "tojob", db, tmp_path / "art")
+    seconds = time.monotonic() - started
+    assert result["status"] == "timed_out"
+    assert seconds < 30 + 20, seconds  # the stop itself takes a poll and Tune's teardown
+    study = optuna.load_study(study_name=study_name("tojob"), storage=db)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 1 <= len(complete) < 200
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    stopped = {t.user_attrs.get("stop_reason") for t in trials if t.state == TrialState.FAIL}
+    assert stopped <= {"job timed out"}
+    assert result["error"].startswith(f"timed out after 30 s: {len(trials)} of 200 trials finished")
+    assert f"(trial {result['best']['trial']}) is exported" in result["error"]
+    assert result["best"]["trial"] in {t.number for t in complete}
+    assert verify_checkpoint(Path(result["best"]["checkpoint"]))["passed"]
+    assert study.user_attrs["search_seconds"] >= 30
+    # the job's time is spent: a resume stops at once, without a new trial
+    again = run_search(spec, "tojob", db, tmp_path / "art")
+    assert again["status"] == "timed_out" and again["best"]["trial"] == result["best"]["trial"]
+    assert len(optuna.load_study(study_name=study_name("tojob"), storage=db).get_trials()) == len(
+        trials
+    )
