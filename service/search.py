@@ -462,6 +462,19 @@ def _ray_init(ray_address: str | None, num_cpus: int | None) -> None:
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
+def _check_placement(spec: JobSpec) -> None:
+    """Fail at once, saying why, when no node of the Ray cluster could ever run one trial
+    (Ray would queue it forever and the job would show ``running``)."""
+    import ray
+
+    from service._placement import placement_problem
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    problem = placement_problem(spec.resources.cpu, spec.resources.gpu, nodes, "the Ray cluster")
+    if problem is not None:
+        raise SearchFailed(f"{problem[0]}: {problem[1]}")
+
+
 def trial_base(spec: Any, trials_dir: Path) -> dict[str, Any]:
     """What every trial of ``spec`` shares: the ``base`` argument of
     ``workers.trainable.relax_trial`` (task, model, data, epochs, seed, device, trial folders)."""
@@ -540,8 +553,10 @@ def run_search(
                 stop_event.set()
             if stop_event.is_set():
                 break
+            if not ran:
+                _ray_init(ray_address, num_cpus)
+                _check_placement(spec)
             ran.append(stage.number)
-            _ray_init(ray_address, num_cpus)
             _run_stage(
                 spec,
                 job_id,

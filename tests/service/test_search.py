@@ -341,3 +341,19 @@ def test_timeout_stops_the_search_keeps_its_trials_and_exports_the_best(tmp_path
     assert len(optuna.load_study(study_name=study_name("tojob"), storage=db).get_trials()) == len(
         trials
     )
+
+
+def test_a_trial_no_node_can_place_fails_the_search_at_once(tmp_path):
+    """Ray would queue the trial forever (the job ``running``, nothing happening); the driver
+    compares the spec with the cluster's nodes first (this module's Ray: one node, 2 CPUs)."""
+    spec = parse_spec(dict(NBODY, name="huge", resources={"cpu": 512, "gpu": 0}))
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = time.monotonic()
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, "hugejob", db, tmp_path / "art")
+    assert time.monotonic() - started < 10
+    assert str(failed.value) == (
+        "resources.cpu: each trial asks for 512 CPUs but the largest node of the Ray cluster "
+        "has 2: no trial could ever start (use resources.cpu <= 2)"
+    )
+    assert optuna.load_study(study_name=study_name("hugejob"), storage=db).get_trials() == []
