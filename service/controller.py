@@ -34,8 +34,8 @@ __all__ = ["Controller", "JobHeartbeat", "Runner"]
 logger = logging.getLogger(__name__)
 
 #: ``service.search.run_search``'s signature: ``(spec, job_id, db_url, artifacts_dir, *,
-#: on_progress, should_stop, ray_address, storage_path) -> {"status", "best"}``; raises on
-#: failure.
+#: on_progress, should_stop, ray_address, storage_path, owns_job) -> {"status", "best"}``;
+#: raises on failure.
 Runner = Callable[..., dict[str, Any]]
 
 _MAX_ERROR_CHARS = 4000
@@ -240,6 +240,7 @@ class Controller:
                 should_stop=self._stop_callback(job.id),
                 ray_address=self.settings.ray_address,
                 storage_path=self.settings.ray_storage,
+                owns_job=self._owns_callback(job.id),
             )
         if spec.report is None or not isinstance(result, dict):
             return result
@@ -374,6 +375,13 @@ class Controller:
                 logger.warning("recording progress of job %s: %s", job_id, exc)
 
         return on_progress
+
+    def _owns_callback(self, job_id: str) -> Callable[[], bool]:
+        def owns_job() -> bool:
+            lost = self._lost.get(job_id)
+            return lost is None or not lost.is_set()
+
+        return owns_job
 
     def _stop_callback(self, job_id: str) -> Callable[[], bool]:
         # The driver may poll this often; read the flag at most once per _CANCEL_POLL_S.

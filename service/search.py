@@ -501,8 +501,13 @@ def run_search(
     storage_path: str | None = None,
     show_progress: bool = False,
     num_cpus: int | None = None,
+    owns_job: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the search of one job; export its best trial.
+
+    ``owns_job`` says whether this driver still holds the job: one that lost it (another
+    controller took it over) stops like a cancel but exports nothing, leaving the job's
+    folder to its new driver.
 
     Returns ``{"status": "succeeded"|"cancelled"|"timed_out", "best": {...}|None,
     "progress": {...}}`` (``timed_out`` also carries ``error``: the spec's ``timeout_s`` passed,
@@ -585,6 +590,8 @@ def run_search(
     best = None
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     counts = f"no trial completed ({final['failed']} failed, {final['pruned']} pruned)"
+    if cancelled and owns_job is not None and not owns_job():
+        return {"status": "cancelled", "best": None, "progress": final, "job_id": job_id}
     if completed:
         best = export_best(job_id, db_url, artifacts_dir, study=study)
     elif timed_out:

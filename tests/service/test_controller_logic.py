@@ -273,6 +273,7 @@ def test_controller_logic_a_taken_over_job_stops_and_keeps_its_new_state(
         assert store.requeue_running(stale_after_s=0) == [job.id]
         assert store.claim_next("other").id == job.id  # type: ignore[union-attr]
         wait_until_stopped(call)
+        assert not call["owns_job"]()  # the search exports nothing
         return {"status": "succeeded", "best": {"trial": 9}}  # too late: not recorded
 
     finished = Controller(store, settings, runner=FakeRunner(taken_over), worker_id="w1").run_once()
