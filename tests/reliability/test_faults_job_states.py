@@ -6,6 +6,8 @@ token, ``relaxtune controller`` and ``relaxtune run --job`` processes with their
   stored anyway fails within seconds with the reason;
 - a failed job's ``error`` is its first failed trial's reason, shown by the API, the
   dashboards and ``relaxtune status``;
+- a cancel while the driver exports the best (every trial done): too late, the job ends
+  ``succeeded`` with its checkpoint, and ``relaxtune export`` keeps it so;
 - a cancel while ``relaxtune run --job`` resumes the job: the job ends ``cancelled`` and stays
   so; resuming it while the cancel is pending, or after, is refused in one line;
 - a controller frozen (SIGSTOP) while its job is cancelled and a second controller records
@@ -110,7 +112,9 @@ def _cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def test_unplaceable_and_failing_jobs_say_why(env: dict[str, Any]) -> None:
+def test_jobs_that_cannot_run_say_why_and_a_cancel_during_export_changes_nothing(
+    env: dict[str, Any],
+) -> None:
     client, store, db = env["client"], env["store"], env["db"]
     # resources no node of this server's Ray can offer: refused at submit, nothing written
     before = _files(env["tmp"])
@@ -168,6 +172,31 @@ def test_unplaceable_and_failing_jobs_say_why(env: dict[str, Any]) -> None:
     seconds = (row.finished_at - row.started_at).total_seconds()
     print(f"unplaceable job: claimed -> failed in {seconds:.2f} s")
     assert seconds < 10 and _trials(db, queued.id) == []
+
+    # a cancel while the driver exports the best (every trial finished, the row still
+    # running): too late to stop anything; the job ends succeeded with a verified checkpoint
+    # and stays so, and the explicit re-export keeps it succeeded
+    spec = tiny_spec(name="late", budget={"trials": 1, "epochs": 2, "max_concurrent": 1})
+    late = client.post("/v1/jobs", json=spec).json()["id"]
+
+    def searched() -> bool:
+        trials = _trials(db, late)
+        return bool(trials) and all(t.state == TrialState.COMPLETE for t in trials)
+
+    wait_for(searched, 240, "the last trial to complete", period=0.02)
+    cancel = client.delete(f"/v1/jobs/{late}")
+    print(f"cancel during export: {cancel.status_code} (202: the export was still running)")
+    assert cancel.status_code in (202, 409), cancel.text
+    row = wait_for(lambda: (j := store.get_job(late)).finished and j, 120, "the export")
+    assert row.status == "succeeded" and row.error is None
+    assert row.cancel_requested == (cancel.status_code == 202)
+    best = client.get(f"/v1/jobs/{late}/best")
+    assert best.status_code == 200 and best.json()["certificate"]["passed"]
+    time.sleep(1)
+    assert store.get_job(late) == row
+    code, _, err = _cli("export", late, "--db", db, "--artifacts", str(env["artifacts"]))
+    assert code == 0, err
+    assert store.get_job(late).status == "succeeded"
 
 
 def test_cancel_while_resuming_ends_cancelled_and_stays(env: dict[str, Any]) -> None:
