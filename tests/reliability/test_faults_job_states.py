@@ -226,6 +226,7 @@ def test_cancel_while_resuming_ends_cancelled_and_stays(env: dict[str, Any]) -> 
     code, _, err = _cli("run", "--job", job.id, "--db", db, "--artifacts", str(env["artifacts"]))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
+    print(f"resume during the cancel: {lines[0]}")
     assert "pending cancel" in lines[0] or f"job {job.id} is cancelled" in lines[0], lines
     assert run.wait(timeout=120) == 0, log.read_text()[-3000:]
     assert f"job {job.id} cancelled" in log.read_text()
