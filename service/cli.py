@@ -811,7 +811,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _err("note: resuming --job uses the spec stored with the job; SPEC is ignored")
         try:
             job = store.claim(args.job, worker, allow_running=True)
-        except NotFound as exc:
+        except (NotFound, Conflict) as exc:  # one line: missing, finished or being cancelled
             raise CliError(str(exc), 2) from exc
         print(f"resuming job {job.id} ({job.name})", file=sys.stderr)
     elif spec is not None:
@@ -842,9 +842,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         finished = controller.run_job(job)
     except KeyboardInterrupt:
-        store.finish(
-            job.id, "failed", error=f"interrupted; resume with `relaxtune run --job {job.id}`"
-        )
+        try:
+            store.finish(
+                job.id,
+                "failed",
+                error=f"interrupted; resume with `relaxtune run --job {job.id}`",
+                worker_id=worker,
+            )
+        except Conflict:  # it had ended (cancelled, taken over) meanwhile: keep that
+            pass
         _err(f"interrupted; resume with: relaxtune run --job {job.id}")
         return 130
     if finished.status == "failed":
@@ -882,12 +888,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _record_export(args: argparse.Namespace, best: dict[str, Any]) -> None:
-    """A job that failed at its export succeeds once re-exported: say so on its row."""
+    """A job that failed at its export succeeds once re-exported: say so on its row.
+
+    The one documented way a finished job changes state (``failed`` → ``succeeded``); a job
+    that is queued, running or cancelled keeps its state (checked in the same statement).
+    """
     store = _open_store(args, upgrade=False)
     try:
-        job = store.get_job(args.job)
-        if job.status in ("failed", "succeeded"):
-            store.finish(job.id, "succeeded", best=best)
+        store.finish(args.job, "succeeded", best=best, from_statuses=("failed", "succeeded"))
     except NotFound:  # a study without a job row (exported from another database)
         pass
     except RelaxtuneError as exc:  # the export itself is done; only the row is stale

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from service.errors import RelaxtuneError, StoreError
+from service.errors import Conflict, RelaxtuneError, SearchFailed, StoreError
 from service.settings import Settings
 from service.store import Job, JobStore
 
@@ -34,8 +34,8 @@ __all__ = ["Controller", "JobHeartbeat", "Runner"]
 logger = logging.getLogger(__name__)
 
 #: ``service.search.run_search``'s signature: ``(spec, job_id, db_url, artifacts_dir, *,
-#: on_progress, should_stop, ray_address, storage_path) -> {"status", "best"}``; raises on
-#: failure.
+#: on_progress, should_stop, ray_address, storage_path, owns_job) -> {"status", "best"}``;
+#: raises on failure.
 Runner = Callable[..., dict[str, Any]]
 
 _MAX_ERROR_CHARS = 4000
@@ -68,15 +68,24 @@ def _is_database_outage(exc: BaseException | None) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    # a failed search says why in its own words (the first failed trial's reason)
+    text = str(exc) if isinstance(exc, SearchFailed) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 
 class JobHeartbeat:
-    """Background thread that marks a job alive every ``period_s`` while its search runs."""
+    """Background thread that marks a job alive every ``period_s`` while its search runs.
 
-    def __init__(self, store: JobStore, job_id: str, period_s: float) -> None:
+    With ``worker_id``, a beat that finds the job no longer running under that worker (it was
+    requeued as stale and claimed elsewhere, or its cancel was recorded) sets :attr:`lost`.
+    """
+
+    def __init__(
+        self, store: JobStore, job_id: str, period_s: float, worker_id: str | None = None
+    ) -> None:
         self._store, self._job_id, self._period_s = store, job_id, period_s
+        self._worker_id = worker_id
+        self.lost = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
@@ -91,7 +100,10 @@ class JobHeartbeat:
     def _run(self) -> None:
         while not self._done.wait(self._period_s):
             try:
-                self._store.heartbeat(self._job_id)
+                self._store.heartbeat(self._job_id, self._worker_id)
+            except Conflict as exc:
+                logger.warning("job %s: %s; stopping its search", self._job_id, exc)
+                self.lost.set()
             except RelaxtuneError as exc:  # a missed beat is not fatal; the next may succeed
                 logger.warning("heartbeat of job %s failed: %s", self._job_id, exc)
 
@@ -127,6 +139,9 @@ class Controller:
         self._wake = threading.Event()  # set by wake() and stop(): end the idle wait now
         self._last_stale_sweep = 0.0
         self._db_requeues: Counter[str] = Counter()
+        #: per job this controller drives: set once it no longer holds the job (requeued as
+        #: stale and claimed by another controller, or its cancel recorded meanwhile)
+        self._lost: dict[str, threading.Event] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -226,6 +241,7 @@ class Controller:
                 should_stop=self._stop_callback(job.id),
                 ray_address=self.settings.ray_address,
                 storage_path=self.settings.ray_storage,
+                owns_job=self._owns_callback(job.id),
             )
         if spec.report is None or not isinstance(result, dict):
             return result
@@ -255,12 +271,17 @@ class Controller:
             spec = parse_spec(job.spec)
         except SpecError as exc:
             # Specs are validated on submission; this means the schema changed since.
-            return self.store.finish(job.id, "failed", error=f"stored spec is invalid: {exc}")
+            return self._finish(job, "failed", error=f"stored spec is invalid: {exc}")
 
+        heartbeat = JobHeartbeat(self.store, job.id, self.settings.heartbeat_s, self.worker_id)
+        self._lost[job.id] = heartbeat.lost
         try:
-            with JobHeartbeat(self.store, job.id, self.settings.heartbeat_s):
+            with heartbeat:
                 result = self._search_then_report(job, spec)
         except Exception as exc:
+            if heartbeat.lost.is_set():
+                logger.warning("job %s: stopped after losing it (%s)", job.id, exc)
+                return self.store.get_job(job.id)
             if self.stopping and not self._cancel_requested(job.id):
                 logger.warning("job %s interrupted by shutdown (%s)", job.id, exc)
                 return self._when_db_answers(lambda: self._requeue(job))
@@ -277,8 +298,19 @@ class Controller:
                 return self._when_db_answers(lambda: self._requeue(job))
             logger.exception("job %s failed", job.id)
             error = _error_text(exc)
-            return self._when_db_answers(lambda: self.store.finish(job.id, "failed", error=error))
+            return self._when_db_answers(lambda: self._finish(job, "failed", error=error))
+        finally:
+            self._lost.pop(job.id, None)
         return self._when_db_answers(lambda: self._record_result(job, result))
+
+    def _finish(self, job: Job, status: str, **fields: Any) -> Job:
+        """Record the job's end, unless it is no longer this controller's to record: a job
+        whose state moved on meanwhile (cancelled, taken over) keeps that state."""
+        try:
+            return self.store.finish(job.id, status, worker_id=self.worker_id, **fields)
+        except Conflict as exc:
+            logger.warning("job %s: %s", job.id, exc)
+            return self.store.get_job(job.id)
 
     def _when_db_answers(self, operation: Callable[[], _T]) -> _T:
         """Run a store write that records how a job ended, retrying while the database is
@@ -301,7 +333,7 @@ class Controller:
         best = result.get("best") if isinstance(result, dict) else None
         if status == "succeeded":
             logger.info("job %s succeeded", job.id)
-            return self.store.finish(job.id, "succeeded", best=best)
+            return self._finish(job, "succeeded", best=best)
         if status == "cancelled":
             if self.stopping and not self._cancel_requested(job.id):
                 # Stopped because this controller is shutting down, not because a user asked:
@@ -309,17 +341,18 @@ class Controller:
                 logger.info("job %s interrupted by shutdown", job.id)
                 return self._requeue(job)
             logger.info("job %s cancelled", job.id)
-            return self.store.finish(job.id, "cancelled", best=best)
-        return self.store.finish(
-            job.id, "failed", error=f"the search returned an unknown status {status!r}"
+            return self._finish(job, "cancelled", best=best)
+        if status == "timed_out":  # the spec's timeout_s passed: finished trials are kept
+            logger.info("job %s timed out", job.id)
+            return self._finish(job, "failed", best=best, error=result.get("error") or "timed out")
+        return self._finish(
+            job, "failed", error=f"the search returned an unknown status {status!r}"
         )
 
     def _requeue(self, job: Job) -> Job:
         if not self.requeue_on_stop:
-            return self.store.finish(
-                job.id,
-                "failed",
-                error=f"interrupted; resume with `relaxtune run --job {job.id}`",
+            return self._finish(
+                job, "failed", error=f"interrupted; resume with `relaxtune run --job {job.id}`"
             )
         self.store.requeue_running(self.worker_id)
         return self.store.get_job(job.id)
@@ -334,11 +367,22 @@ class Controller:
     def _progress_callback(self, job_id: str) -> Callable[[dict[str, Any]], None]:
         def on_progress(progress: dict[str, Any]) -> None:
             try:
-                self.store.update_progress(job_id, progress)
+                self.store.update_progress(job_id, progress, self.worker_id)
+            except Conflict as exc:  # the job is no longer ours: stop driving it
+                logger.warning("recording progress of job %s: %s", job_id, exc)
+                if job_id in self._lost:
+                    self._lost[job_id].set()
             except RelaxtuneError as exc:  # progress is advisory; never fail a search on it
                 logger.warning("recording progress of job %s: %s", job_id, exc)
 
         return on_progress
+
+    def _owns_callback(self, job_id: str) -> Callable[[], bool]:
+        def owns_job() -> bool:
+            lost = self._lost.get(job_id)
+            return lost is None or not lost.is_set()
+
+        return owns_job
 
     def _stop_callback(self, job_id: str) -> Callable[[], bool]:
         # The driver may poll this often; read the flag at most once per _CANCEL_POLL_S.
@@ -348,6 +392,9 @@ class Controller:
         def should_stop() -> bool:
             nonlocal last_check, cancelled
             if self.stopping:
+                return True
+            lost = self._lost.get(job_id)
+            if lost is not None and lost.is_set():
                 return True
             now = time.monotonic()
             if not cancelled and now - last_check >= _CANCEL_POLL_S:

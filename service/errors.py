@@ -7,7 +7,14 @@ anything else reaching them is a bug.
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "LimitExceeded", "NotFound", "RelaxtuneError", "StoreError"]
+__all__ = [
+    "Conflict",
+    "LimitExceeded",
+    "NotFound",
+    "RelaxtuneError",
+    "SearchFailed",
+    "StoreError",
+]
 
 
 class RelaxtuneError(Exception):
@@ -44,3 +51,8 @@ class StoreError(RelaxtuneError):
         super().__init__(f"database error while {operation}: {type(cause).__name__}")
         self.operation = operation
         self.__cause__ = cause
+
+
+class SearchFailed(RelaxtuneError, RuntimeError):
+    """A search ended without a result. The message is the job's ``error`` as users read it:
+    why, starting with the first failed trial's reason (``trial 0: ValueError: …``)."""

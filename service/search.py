@@ -36,6 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
+from service.errors import SearchFailed
 from service.strategy import (
     REQUEUED,
     Stage,
@@ -48,6 +49,14 @@ from service.strategy import (
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_projected"
+#: ``stop_reason`` of the trials a cancel stopped
+CANCELLED = "job cancelled"
+#: ``stop_reason`` of the trials the spec's ``timeout_s`` stopped
+TIMED_OUT = "job timed out"
+#: reasons that say why the search stopped a trial, not what went wrong with it
+_NOT_THE_TRIALS_FAULT = (REQUEUED, CANCELLED, TIMED_OUT)
+#: study user attribute: seconds the search has run, summed over every driver run of the job
+SEARCH_SECONDS = "search_seconds"
 
 
 def _history_keys() -> tuple[str, ...]:
@@ -132,6 +141,7 @@ def _make_searcher_class():
             self.trials_dir = trials_dir
             self.trial_attrs = dict(trial_attrs or {})  # e.g. the stage of a two-stage job
             self.cancelled = False
+            self.cancel_reason = CANCELLED  # the stop_reason of trials a stop cuts short
             self._history: dict[str, list[dict[str, Any]]] = {}
             self._last: dict[str, dict[str, Any]] = {}
 
@@ -205,11 +215,14 @@ def _make_searcher_class():
             if last.get("diverged"):
                 ot_trial.set_user_attr("stop_reason", f"diverged: {last['diverged']}")
                 state, value = TrialState.FAIL, None
-            elif error or value is None or not math.isfinite(value):
-                ot_trial.set_user_attr("stop_reason", "error" if error else "no finite metric")
+            elif error:
+                ot_trial.set_user_attr("stop_reason", _trial_error(ot_trial, self.trials_dir))
+                state, value = TrialState.FAIL, None
+            elif value is None or not math.isfinite(value):
+                ot_trial.set_user_attr("stop_reason", "no finite metric")
                 state, value = TrialState.FAIL, None
             elif self.cancelled and done < self.epochs:
-                ot_trial.set_user_attr("stop_reason", "job cancelled")
+                ot_trial.set_user_attr("stop_reason", self.cancel_reason)
                 state, value = TrialState.FAIL, None
             elif done < self.epochs:
                 ot_trial.set_user_attr("stop_reason", f"pruned by the scheduler after epoch {done}")
@@ -222,7 +235,55 @@ def _make_searcher_class():
                 log.warning("could not record trial %s: %s", ot_trial.number, exc)
             self._completed_trials.add(trial_id)
 
+        def close_timed_out(self) -> None:
+            """Trials still running when the timeout ended the experiment: Tune stops them
+            without telling the searcher, so record them here (FAIL ``job timed out``, or
+            COMPLETE when their last epoch had been reported). A cancel or a shutdown leaves
+            them RUNNING: a resume re-queues them to continue."""
+            if self.cancel_reason != TIMED_OUT:
+                return
+            for trial_id, ot_trial in list(self._ot_trials.items()):
+                if trial_id in self._completed_trials:
+                    continue
+                last = self._last.get(trial_id)
+                if last and "epoch" in last:
+                    self.on_trial_complete(trial_id, last)
+                    continue
+                ot_trial.set_user_attr("stop_reason", TIMED_OUT)
+                try:
+                    self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+                except Exception as exc:
+                    log.warning("could not record trial %s: %s", ot_trial.number, exc)
+                self._completed_trials.add(trial_id)
+
     return RelaxOptunaSearch
+
+
+def _trial_error(ot_trial: optuna.trial.Trial, trials_dir: str) -> str:
+    """``error: <first line of the exception>`` for a trial Ray reports as errored: the
+    trainable leaves that line in its folder (``workers.trainable.ERROR_FILE``); a trial
+    whose process died without raising has none."""
+    folder = Path(
+        ot_trial.user_attrs.get("checkpoint") or Path(trials_dir) / f"{ot_trial.number:05d}"
+    )
+    try:
+        text = (folder / "error.txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    if not text:
+        return "error: the trial's process died without an exception (killed? out of memory?)"
+    return f"error: {text.splitlines()[0]}"
+
+
+def failure_reason(study: optuna.Study) -> str | None:
+    """``trial N: <reason>`` of the first trial that failed on its own (not re-queued, not
+    stopped by a cancel or a timeout): what a job that found nothing says about why."""
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        reason = trial.user_attrs.get("stop_reason")
+        if trial.state != TrialState.FAIL or not reason or reason in _NOT_THE_TRIALS_FAULT:
+            continue
+        return f"trial {trial.number}: {reason.removeprefix('error: ')}"
+    return None
 
 
 def _json_safe(value: Any) -> Any:
@@ -304,16 +365,60 @@ def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
 
 
 # ---- the run ---------------------------------------------------------------------------
+class _SearchClock:
+    """The search's wall-clock time against the spec's ``timeout_s``, summed over every
+    driver run of the job (a resumed job does not get a fresh budget): the seconds of earlier
+    runs are kept in the study's ``search_seconds`` user attribute."""
+
+    SAVE_EVERY_S = 5.0
+
+    def __init__(self, study: optuna.Study, timeout_s: float | None) -> None:
+        self.study, self.timeout_s = study, timeout_s
+        self.before = float(study.user_attrs.get(SEARCH_SECONDS) or 0.0)
+        self.started = self._saved = time.monotonic()
+        self.expired = threading.Event()
+
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.started
+
+    def check(self) -> bool:
+        """Whether the timeout has passed (it stays passed)."""
+        if self.timeout_s is not None and self.seconds() >= self.timeout_s:
+            self.expired.set()
+        return self.expired.is_set()
+
+    def save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._saved >= self.SAVE_EVERY_S:
+            self.study.set_user_attr(SEARCH_SECONDS, round(self.seconds(), 3))
+            self._saved = now
+
+    def message(self) -> str:
+        return f"timed out after {self.timeout_s:g} s"
+
+
 class _Watcher(threading.Thread):
-    """Polls the study for progress and the caller for cancellation while Tune runs."""
+    """Polls the study for progress, and the caller for cancellation and the clock for the
+    timeout, while Tune runs."""
 
     def __init__(
-        self, study, total, mode, on_progress, should_stop, stop_event, searcher, bar, period=1.0
+        self,
+        study,
+        total,
+        mode,
+        on_progress,
+        should_stop,
+        stop_event,
+        searcher,
+        bar,
+        clock,
+        period=1.0,
     ):
         super().__init__(daemon=True)
         self.study, self.total, self.mode = study, total, mode
         self.on_progress, self.should_stop = on_progress, should_stop
         self.stop_event, self.searcher, self.bar = stop_event, searcher, bar
+        self.clock = clock
         self.period = period
         self.finished = threading.Event()
 
@@ -327,8 +432,13 @@ class _Watcher(threading.Thread):
 
     def run(self) -> None:
         while not self.finished.wait(self.period):
+            if not self.stop_event.is_set() and self.clock.check():
+                self.searcher.cancel_reason = TIMED_OUT
+                self.searcher.cancelled = True
+                self.stop_event.set()
             try:
                 self.poll()
+                self.clock.save()
                 if self.should_stop is not None and self.should_stop():
                     self.searcher.cancelled = True
                     self.stop_event.set()
@@ -353,6 +463,19 @@ def _ray_init(ray_address: str | None, num_cpus: int | None) -> None:
     else:
         # "local": always a fresh local instance, never a cluster someone else started here
         ray.init(address="local", num_cpus=num_cpus, **kwargs)
+
+
+def _check_placement(spec: JobSpec) -> None:
+    """Fail at once, saying why, when no node of the Ray cluster could ever run one trial
+    (Ray would queue it forever and the job would show ``running``)."""
+    import ray
+
+    from service._placement import placement_problem
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    problem = placement_problem(spec.resources.cpu, spec.resources.gpu, nodes, "the Ray cluster")
+    if problem is not None:
+        raise SearchFailed(f"{problem[0]}: {problem[1]}")
 
 
 def trial_base(spec: Any, trials_dir: Path) -> dict[str, Any]:
@@ -381,12 +504,20 @@ def run_search(
     storage_path: str | None = None,
     show_progress: bool = False,
     num_cpus: int | None = None,
+    owns_job: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the search of one job; export its best trial.
 
-    Returns ``{"status": "succeeded"|"cancelled", "best": {...}|None, "progress": {...}}``.
-    Raises ``SpecError`` for a spec the task cannot honour and ``RuntimeError`` when no
-    trial completed.
+    ``owns_job`` says whether this driver still holds the job: one that lost it (another
+    controller took it over) stops like a cancel but exports nothing, leaving the job's
+    folder to its new driver.
+
+    Returns ``{"status": "succeeded"|"cancelled"|"timed_out", "best": {...}|None,
+    "progress": {...}}`` (``timed_out`` also carries ``error``: the spec's ``timeout_s`` passed,
+    counted over every driver run of the job; the trials finished so far are kept and the best
+    of them exported).
+    Raises ``SpecError`` for a spec the task cannot honour and :class:`SearchFailed` when no
+    trial completed (its message starts with the first failed trial's reason).
     """
     check_objective(spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -418,57 +549,85 @@ def run_search(
     stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
     stop_event.clear()
     started = time.perf_counter()
+    clock = _SearchClock(study, spec.timeout_s)
     ran: list[int | None] = []
     # one Tune run per stage; a stage whose run ended short (a trial the searcher could not
     # record) waits for the next resume rather than being run twice here
-    while (stage := next_stage(spec, study)) is not None and stage.number not in ran:
-        if ran and should_stop is not None and should_stop():
-            stop_event.set()  # cancelled between two stages
-        if stop_event.is_set():
-            break
-        ran.append(stage.number)
-        _ray_init(ray_address, num_cpus)
-        _run_stage(
-            spec,
-            job_id,
-            stage,
-            storage,
-            jdir,
-            storage_path,
-            lambda searcher: _Watcher(
-                study, total, mode, on_progress, should_stop, stop_event, searcher, bar
-            ),
-        )
+    try:
+        while (stage := _next_stage(spec, study)) is not None and stage.number not in ran:
+            if ran and should_stop is not None and should_stop():
+                stop_event.set()  # cancelled between two stages
+            if clock.check():  # (also: a resumed job whose time was already spent)
+                stop_event.set()
+            if stop_event.is_set():
+                break
+            if not ran:
+                _ray_init(ray_address, num_cpus)
+                _check_placement(spec)
+            ran.append(stage.number)
+            _run_stage(
+                spec,
+                job_id,
+                stage,
+                storage,
+                jdir,
+                storage_path,
+                lambda searcher: _Watcher(
+                    study, total, mode, on_progress, should_stop, stop_event, searcher, bar, clock
+                ),
+            )
+    finally:
+        try:
+            clock.save(force=True)
+        except Exception as exc:  # the database may be what stopped the search
+            log.warning("job %s: recording the search time: %s", job_id, exc)
     final = progress_of(study, total, mode)
     if on_progress is not None:
         on_progress(final)
     if bar is not None:
         bar.update(final)
         bar.close()
-    cancelled = stop_event.is_set()
+    # (a timeout that passed as the last trial finished stopped nothing)
+    timed_out = clock.expired.is_set() and finished_count(study) < total
+    cancelled = stop_event.is_set() and not timed_out
     best = None
     completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    counts = f"no trial completed ({final['failed']} failed, {final['pruned']} pruned)"
+    if cancelled and owns_job is not None and not owns_job():
+        return {"status": "cancelled", "best": None, "progress": final, "job_id": job_id}
     if completed:
         best = export_best(job_id, db_url, artifacts_dir, study=study)
+    elif timed_out:
+        raise SearchFailed(f"{clock.message()}: {counts}")
     elif not cancelled:
-        reasons = {
-            t.user_attrs.get("stop_reason")
-            for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.FAIL
-        }
-        raise RuntimeError(
-            f"no trial completed ({final['failed']} failed, {final['pruned']} pruned; reasons: {sorted(r for r in reasons if r)})"
-        )
+        reason = failure_reason(study)
+        raise SearchFailed(f"{reason} — {counts}" if reason else counts)
     result = {
-        "status": "cancelled" if cancelled else "succeeded",
+        "status": "timed_out" if timed_out else "cancelled" if cancelled else "succeeded",
         "best": best,
         "progress": final,
         "seconds": time.perf_counter() - started,
         "job_id": job_id,
     }
+    if timed_out:
+        finished = final["complete"] + final["pruned"] + final["failed"]
+        result["error"] = (
+            f"{clock.message()}: {finished} of {total} trials finished; the best so far "
+            f"(trial {best['trial']}) is exported"
+        )
     if show_progress:
         print_summary(result, study)
     return result
+
+
+def _next_stage(spec: JobSpec, study: optuna.Study) -> Stage | None:
+    """:func:`service.strategy.next_stage`; a second stage that cannot start (the first
+    completed no trial) fails the search with the first failed trial's reason."""
+    try:
+        return next_stage(spec, study)
+    except RuntimeError as exc:
+        reason = failure_reason(study)
+        raise SearchFailed(f"{reason} — {exc}" if reason else str(exc)) from exc
 
 
 def _run_stage(
@@ -553,6 +712,7 @@ def _run_stage(
         _SEARCHERS.pop(run_name, None)
         watcher.finished.set()
         watcher.join(timeout=5)
+    searcher.close_timed_out()
 
 
 #: the searchers of the Tune runs this process drives, by run name (Tune pickles its

@@ -536,7 +536,17 @@ class JobStore:
         now = _now()
         update = (
             jobs_table.update()
-            .where(jobs_table.c.id == job_id, jobs_table.c.status.in_(allowed))
+            .where(
+                jobs_table.c.id == job_id,
+                jobs_table.c.status.in_(allowed),
+                # a running job someone asked to cancel is stopping: taking it over would
+                # clear the cancel and run it on
+                sa.not_(
+                    sa.and_(
+                        jobs_table.c.status == "running", jobs_table.c.cancel_requested.is_(True)
+                    )
+                ),
+            )
             .values(
                 status="running",
                 claimed_by=worker_id,
@@ -552,35 +562,57 @@ class JobStore:
             row = conn.execute(update).first()
             if row is None:
                 current = conn.execute(
-                    sa.select(jobs_table.c.status).where(jobs_table.c.id == job_id)
-                ).scalar_one_or_none()
+                    sa.select(jobs_table.c.status, jobs_table.c.cancel_requested).where(
+                        jobs_table.c.id == job_id
+                    )
+                ).first()
         if row is None:
             if current is None:
                 raise NotFound(f"job {job_id} not found")
-            raise Conflict(f"job {job_id} is {current}; it cannot be claimed")
+            if current.status == "running" and current.cancel_requested:
+                raise Conflict(
+                    f"job {job_id} has a pending cancel; it cannot be resumed "
+                    "(it ends cancelled once its driver stops)"
+                )
+            raise Conflict(f"job {job_id} is {current.status}; it cannot be claimed")
         return Job._from_row(row)
 
-    def _update_running(self, job_id: str, operation: str, **values: Any) -> None:
+    def _update_running(
+        self, job_id: str, operation: str, worker_id: str | None = None, **values: Any
+    ) -> None:
         validate_job_id(job_id)
+        conditions = [jobs_table.c.id == job_id]
+        if worker_id is not None:
+            conditions += [jobs_table.c.status == "running", jobs_table.c.claimed_by == worker_id]
         with self._write(operation) as conn:
-            result = conn.execute(
-                jobs_table.update().where(jobs_table.c.id == job_id).values(**values)
-            )
+            result = conn.execute(jobs_table.update().where(*conditions).values(**values))
+            if result.rowcount == 0 and worker_id is not None:
+                exists = conn.execute(
+                    sa.select(jobs_table.c.id).where(jobs_table.c.id == job_id)
+                ).first()
+                if exists is not None:
+                    raise Conflict(f"job {job_id} is no longer running under {worker_id}")
         if result.rowcount == 0:
             raise NotFound(f"job {job_id} not found")
 
-    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        """Replace the job's progress summary (and count it as a heartbeat)."""
+    def update_progress(
+        self, job_id: str, progress: dict[str, Any], worker_id: str | None = None
+    ) -> None:
+        """Replace the job's progress summary (and count it as a heartbeat). With
+        ``worker_id``, only while that worker holds the running job (else :class:`Conflict`)."""
         self._update_running(
             job_id,
             "updating progress",
+            worker_id,
             progress=json.dumps(progress, default=str),
             heartbeat_at=_now(),
         )
 
-    def heartbeat(self, job_id: str) -> None:
-        """Record that the job's driver is alive."""
-        self._update_running(job_id, "recording a heartbeat", heartbeat_at=_now())
+    def heartbeat(self, job_id: str, worker_id: str | None = None) -> None:
+        """Record that the job's driver is alive. With ``worker_id``, only while that worker
+        holds the running job (else :class:`Conflict`: the job was cancelled, requeued or
+        taken over, and the driver should stop)."""
+        self._update_running(job_id, "recording a heartbeat", worker_id, heartbeat_at=_now())
 
     def finish(
         self,
@@ -588,10 +620,21 @@ class JobStore:
         status: str,
         best: dict[str, Any] | None = None,
         error: str | None = None,
+        *,
+        worker_id: str | None = None,
+        from_statuses: tuple[str, ...] = ("running",),
     ) -> Job:
-        """Move the job to a terminal status, recording the best trial or the error text."""
+        """Move the job to a terminal status, recording the best trial or the error text.
+
+        Terminal states are final: only a job in one of ``from_statuses`` (a ``running`` one
+        by default) moves, and with ``worker_id`` only while that worker holds it. Anything
+        else raises :class:`Conflict` and changes nothing, so a driver that lost its job
+        (cancelled, taken over by another controller) cannot overwrite how it ended. The
+        explicit re-export of a job (``relaxtune export``) passes ``("failed", "succeeded")``.
+        """
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"finish() needs one of {TERMINAL_STATUSES}, not {status!r}")
+        validate_job_id(job_id)
         now = _now()
         values: dict[str, Any] = {
             "status": status,
@@ -601,7 +644,32 @@ class JobStore:
         }
         if best is not None:
             values["best"] = json.dumps(best, default=str)
-        self._update_running(job_id, "finishing a job", **values)
+        conditions = [jobs_table.c.id == job_id, jobs_table.c.status.in_(from_statuses)]
+        if worker_id is not None:
+            conditions.append(jobs_table.c.claimed_by == worker_id)
+        with self._write("finishing a job") as conn:
+            changed = conn.execute(jobs_table.update().where(*conditions).values(**values))
+            current = None
+            if changed.rowcount == 0:
+                current = conn.execute(
+                    sa.select(jobs_table.c.status, jobs_table.c.claimed_by).where(
+                        jobs_table.c.id == job_id
+                    )
+                ).first()
+        if changed.rowcount == 0:
+            if current is None:
+                raise NotFound(f"job {job_id} not found")
+            if current.status in from_statuses:
+                raise Conflict(
+                    f"job {job_id} is now held by another driver ({current.claimed_by}); "
+                    f"its end ({status}) was not recorded"
+                )
+            if current.status in TERMINAL_STATUSES:
+                raise Conflict(
+                    f"job {job_id} already ended {current.status}, which is final "
+                    f"({status} not recorded)"
+                )
+            raise Conflict(f"job {job_id} is {current.status}; {status} not recorded")
         return self.get_job(job_id)
 
     def request_cancel(self, job_id: str, tenant: str | None = None) -> Job:

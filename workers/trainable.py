@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 #: keys the driver adds to a trial's config besides the flat hyperparameters
 TRIAL_NUMBER = "_trial_number"
 RESUME_FROM = "_resume_from"
+#: file in a trial's folder holding the first line of the exception that ended it (the
+#: driver records it as the trial's ``stop_reason``; Ray only hands it an error flag)
+ERROR_FILE = "error.txt"
+
+
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class TuneReportHook:
@@ -67,6 +77,21 @@ def relax_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     number = int(config[TRIAL_NUMBER])
     trial_dir = Path(base["trials_dir"]) / f"{number:05d}"
     trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # from an attempt Ray retried
+    try:
+        _run_trial(config, base, hparams, number, trial_dir)
+    except Exception as exc:
+        (trial_dir / ERROR_FILE).write_text(first_line(exc) + "\n", encoding="utf-8")
+        raise
+
+
+def _run_trial(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    hparams: dict[str, Any],
+    number: int,
+    trial_dir: Path,
+) -> None:
     trial_config = TrialConfig(
         task=base["task"],
         model=base["model"],

@@ -75,6 +75,8 @@ section { background:var(--card); border:1px solid var(--line); border-radius:8p
 section h2 { margin:0 0 10px; font-size:17px; }
 .meta { color:var(--muted); font-size:13px; }
 .meta span { margin-right:16px; }
+.job-error { color:var(--bad); margin:8px 0 0; font-size:14px; overflow-wrap:anywhere; }
+td .job-error { font-size:12px; margin:2px 0 0; }
 .badge { display:inline-block; padding:1px 9px; border-radius:999px; font-size:12px;
          font-weight:600; border:1px solid currentColor; vertical-align:middle; }
 .badge.ok { color:var(--ok); } .badge.bad { color:var(--bad); }
@@ -179,6 +181,17 @@ def warm_up() -> None:
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _error_html(job: Mapping[str, Any], limit: int | None = None) -> str:
+    """Why the job failed (its ``error``, escaped), or nothing."""
+    error = job.get("error")
+    if not error:
+        return ""
+    text = str(error)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f'<p class="job-error">error: {_esc(text)}</p>'
 
 
 def _fmt(value: Any) -> str:
@@ -488,7 +501,9 @@ def render_dashboard(
         f"<span>progress {_progress_html(job.get('progress'))}</span>"
         f"<span>objective {_esc(metric)} ({_esc(direction.name.lower())}, projected model)</span>"
         + (f'<span><a href="{_esc(jobs_link)}">all jobs</a></span>' if jobs_link else "")
-        + "</div></header>"
+        + "</div>"
+        + _error_html(job)
+        + "</header>"
     )
 
     if not trials:
@@ -631,7 +646,7 @@ def render_jobs_list(
             "<tr>"
             f'<td><a href="{_esc(href)}">{_esc(name)}</a></td>'
             f"<td><code>{_esc(job_id)}</code></td>"
-            f"<td>{_status_badge(job.get('status'))}</td>"
+            f"<td>{_status_badge(job.get('status'))}{_error_html(job, limit=200)}</td>"
             f"<td>{_progress_html(job.get('progress'))}</td>"
             f"<td>{_fmt(job.get('created_at'))}</td>"
             "</tr>"

@@ -234,3 +234,70 @@ def test_controller_logic_concurrent_controllers_share_the_queue(
     for t in threads:
         t.join(timeout=30)
     assert sorted(c["job_id"] for c in runner.calls) == sorted(ids)  # each job ran once
+
+
+def test_controller_logic_timeout_fails_the_job_keeping_its_best(
+    store: JobStore, settings: Settings
+) -> None:
+    best = {"trial": 1, "value": 0.8, "checkpoint": "/a/jobs/x/best"}
+    error = "timed out after 60 s: 3 of 8 trials finished; the best so far (trial 1) is exported"
+    store.create_job("alice", SPEC)
+    runner = FakeRunner(lambda _: {"status": "timed_out", "best": best, "error": error})
+    finished = Controller(store, settings, runner=runner).run_once()
+    assert finished is not None and finished.status == "failed"
+    assert finished.error == error and finished.best == best
+
+
+def test_controller_logic_failed_search_error_is_its_reason(
+    store: JobStore, settings: Settings
+) -> None:
+    from service.errors import SearchFailed
+
+    def nothing_found(_: dict[str, Any]) -> dict[str, Any]:
+        raise SearchFailed("trial 3: diverged: loss became nan at epoch 2 — no trial completed")
+
+    store.create_job("alice", SPEC)
+    finished = Controller(store, settings, runner=FakeRunner(nothing_found)).run_once()
+    assert finished is not None and finished.status == "failed"
+    assert finished.error == "trial 3: diverged: loss became nan at epoch 2 — no trial completed"
+
+
+def test_controller_logic_a_taken_over_job_stops_and_keeps_its_new_state(
+    store: JobStore, settings: Settings
+) -> None:
+    """A controller that froze past ``stale_after_s`` lost its job to another controller: its
+    search is told to stop at the next heartbeat, and what it found is not recorded."""
+    job = store.create_job("alice", SPEC)
+
+    def taken_over(call: dict[str, Any]) -> dict[str, Any]:
+        assert store.requeue_running(stale_after_s=0) == [job.id]
+        assert store.claim_next("other").id == job.id  # type: ignore[union-attr]
+        wait_until_stopped(call)
+        assert not call["owns_job"]()  # the search exports nothing
+        return {"status": "succeeded", "best": {"trial": 9}}  # too late: not recorded
+
+    finished = Controller(store, settings, runner=FakeRunner(taken_over), worker_id="w1").run_once()
+    assert finished is not None and finished.status == "running"
+    assert finished.claimed_by == "other" and finished.best is None
+
+
+@pytest.mark.parametrize("ending", ["succeeded", "failed"])
+def test_controller_logic_a_cancel_recorded_meanwhile_is_not_overwritten(
+    store: JobStore, settings: Settings, ending: str
+) -> None:
+    """The cancel of a job whose driver looked dead (stale heartbeat) is recorded by another
+    controller's sweep; the driver coming back cannot turn it into anything else."""
+    job = store.create_job("alice", SPEC)
+
+    def cancelled_meanwhile(_: dict[str, Any]) -> dict[str, Any]:
+        store.request_cancel(job.id, "alice")
+        store.requeue_running(stale_after_s=0)  # a cancel-requested stale job: cancelled
+        assert store.get_job(job.id).status == "cancelled"
+        if ending == "failed":
+            raise RuntimeError("boom")
+        return {"status": "succeeded", "best": {"trial": 1}}
+
+    runner = FakeRunner(cancelled_meanwhile)
+    finished = Controller(store, settings, runner=runner, worker_id="w1").run_once()
+    assert finished is not None and finished.status == "cancelled"
+    assert finished.best is None and finished.error is None

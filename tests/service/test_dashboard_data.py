@@ -394,6 +394,20 @@ def test_single_valued_parameters_do_not_break_the_page() -> None:
         assert f'id="{chart_id}"' in page
 
 
+def test_a_failed_jobs_error_is_shown_escaped_on_both_pages() -> None:
+    error = "trial 0: ValueError: unknown keys ['<widht>']"
+    failed = {"id": "f", "name": "bad", "status": "failed", "error": error}
+    for page in (
+        dashboard.render_dashboard(optuna.create_study(), failed),
+        dashboard.render_dashboard(make_study(), {**JOB, "status": "failed", "error": error}),
+        dashboard.render_jobs_list([failed, {"id": "g", "status": "succeeded", "error": None}]),
+    ):
+        assert "error: trial 0: ValueError: unknown keys [&#x27;&lt;widht&gt;&#x27;]" in page
+        assert "<widht>" not in page and page.count('class="job-error"') == 1
+    long = dashboard.render_jobs_list([{**failed, "error": "x" * 5000}])
+    assert "x" * 199 + "…" in long and "x" * 200 not in long
+
+
 def test_jobs_list_links_carry_the_suffix_and_escape_names() -> None:
     page = dashboard.render_jobs_list(
         [

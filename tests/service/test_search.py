@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from search_spaces import SpecError, parse_spec
 from service._scheduler import RelaxationAwareASHA
+from service.errors import SearchFailed
 from service.search import export_best, run_search, study_name
 from workers.training import verify_checkpoint
 
@@ -255,11 +256,33 @@ def test_diverging_trial_is_recorded_fail_with_its_reason(tmp_path):
     )
     spec.pop("asha")
     db = f"sqlite:///{tmp_path / 'jobs.db'}"
-    with pytest.raises(RuntimeError, match="no trial completed"):
+    with pytest.raises(SearchFailed) as failed:
         run_search(parse_spec(spec), "nanjob", db, tmp_path / "art")
+    # the job's error says why, in one line, starting with the trial's own reason
+    assert str(failed.value).startswith("trial 0: diverged: loss became nan at epoch 1")
+    assert str(failed.value).endswith("no trial completed (1 failed, 0 pruned)")
     (trial,) = optuna.load_study(study_name=study_name("nanjob"), storage=db).get_trials()
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["stop_reason"].startswith("diverged: loss became nan")
+
+
+def test_a_trial_exception_is_the_reason_of_the_failed_search(tmp_path):
+    """A trial that raises (here a model key the task does not know, as a plugin task without
+    a schema would only find out in the worker) is FAIL with the exception's first line, and
+    the search that found nothing fails with it."""
+    spec = parse_spec(dict(NBODY, budget={"trials": 2, "epochs": 1, "max_concurrent": 1}))
+    spec = spec.model_copy(update={"model": {**spec.model, "widht": 4}})  # past validation
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, "errjob", db, tmp_path / "art")
+    message = str(failed.value)
+    assert message.startswith("trial 0: ValueError: nbody model config: unknown keys ['widht']")
+    # (stage 2 of the default two-stage strategy cannot start after stage 1 found nothing)
+    assert "\n" not in message and "stage 1 (the optimiser, relaxation off) completed no" in message
+    trials = optuna.load_study(study_name=study_name("errjob"), storage=db).get_trials()
+    assert trials and {t.state for t in trials} == {TrialState.FAIL}
+    for t in trials:
+        assert t.user_attrs["stop_reason"].startswith("error: ValueError: nbody model config")
 
 
 def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
@@ -291,3 +314,58 @@ def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
     assert trial.state == TrialState.COMPLETE
     assert [h["epoch"] for h in trial.user_attrs["history"]] == [1, 2, 3]
     assert sorted(trial.intermediate_values) == [1, 2, 3]
+
+
+def test_timeout_stops_the_search_keeps_its_trials_and_exports_the_best(tmp_path):
+    """``timeout_s``: the search stops within seconds of it, the trials finished so far are
+    kept, the best of them is exported; running the job again does not get a fresh budget."""
+    spec = parse_spec(
+        dict(
+            NBODY,
+            name="timeout",
+            search_space={"optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+            strategy="joint",
+            budget={"trials": 200, "epochs": 2, "max_concurrent": 2},
+            timeout_s=30,
+        )
+    )
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = time.monotonic()
+    result = run_search(spec, "tojob", db, tmp_path / "art")
+    seconds = time.monotonic() - started
+    assert result["status"] == "timed_out"
+    assert seconds < 30 + 20, seconds  # the stop itself takes a poll and Tune's teardown
+    study = optuna.load_study(study_name=study_name("tojob"), storage=db)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 1 <= len(complete) < 200
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    stopped = {t.user_attrs.get("stop_reason") for t in trials if t.state == TrialState.FAIL}
+    assert stopped <= {"job timed out"}
+    assert result["error"].startswith(f"timed out after 30 s: {len(trials)} of 200 trials finished")
+    assert f"(trial {result['best']['trial']}) is exported" in result["error"]
+    assert result["best"]["trial"] in {t.number for t in complete}
+    assert verify_checkpoint(Path(result["best"]["checkpoint"]))["passed"]
+    assert study.user_attrs["search_seconds"] >= 30
+    # the job's time is spent: a resume stops at once, without a new trial
+    again = run_search(spec, "tojob", db, tmp_path / "art")
+    assert again["status"] == "timed_out" and again["best"]["trial"] == result["best"]["trial"]
+    assert len(optuna.load_study(study_name=study_name("tojob"), storage=db).get_trials()) == len(
+        trials
+    )
+
+
+def test_a_trial_no_node_can_place_fails_the_search_at_once(tmp_path):
+    """Ray would queue the trial forever (the job ``running``, nothing happening); the driver
+    compares the spec with the cluster's nodes first (this module's Ray: one node, 2 CPUs)."""
+    spec = parse_spec(dict(NBODY, name="huge", resources={"cpu": 512, "gpu": 0}))
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = time.monotonic()
+    with pytest.raises(SearchFailed) as failed:
+        run_search(spec, "hugejob", db, tmp_path / "art")
+    assert time.monotonic() - started < 10
+    assert str(failed.value) == (
+        "resources.cpu: each trial asks for 512 CPUs but the largest node of the Ray cluster "
+        "has 2: no trial could ever start (use resources.cpu <= 2)"
+    )
+    assert optuna.load_study(study_name=study_name("hugejob"), storage=db).get_trials() == []

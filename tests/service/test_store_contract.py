@@ -239,6 +239,74 @@ def test_claim_specific_job(store: JobStore) -> None:
         store.claim(secrets.token_hex(8), "cli")
 
 
+@pytest.mark.parametrize("ended", ["succeeded", "failed", "cancelled"])
+def test_terminal_states_are_final(store: JobStore, ended: str) -> None:
+    job = store.create_job("alice", SPEC)
+    store.claim_next("w")
+    first = store.finish(
+        job.id, ended, best={"trial": 1}, error="why" if ended == "failed" else None
+    )
+    for status in ("succeeded", "failed", "cancelled"):
+        with pytest.raises(Conflict, match=f"already ended {ended}, which is final"):
+            store.finish(job.id, status, best={"trial": 2}, error="late")
+    with pytest.raises(Conflict):
+        store.request_cancel(job.id)
+    if ended != "failed":  # (a failed job can be resumed: test_claim_specific_job)
+        with pytest.raises(Conflict):
+            store.claim(job.id, "w", allow_running=True)
+    assert store.get_job(job.id) == first  # nothing changed, not even finished_at
+
+
+def test_explicit_actions_that_reopen_a_finished_job(store: JobStore) -> None:
+    failed = store.create_job("alice", SPEC)
+    store.claim_next("w")
+    store.finish(failed.id, "failed", error="OSError: No space left on device")
+    # `relaxtune export` of a failed job: the one way failed becomes succeeded
+    exported = store.finish(
+        failed.id, "succeeded", best={"trial": 0}, from_statuses=("failed", "succeeded")
+    )
+    assert exported.status == "succeeded" and exported.error is None
+    # the gain report: a succeeded job goes back to the queue for its report
+    reopened = store.request_report(failed.id, 2)
+    assert reopened.status == "queued" and reopened.spec["report"] == {"seeds": 2}
+    cancelled = store.create_job("alice", SPEC)
+    store.request_cancel(cancelled.id)
+    with pytest.raises(Conflict, match="already ended cancelled"):
+        store.finish(cancelled.id, "succeeded", from_statuses=("failed", "succeeded"))
+    assert store.get_job(cancelled.id).status == "cancelled"
+
+
+def test_a_driver_that_lost_its_job_cannot_record_its_end(store: JobStore) -> None:
+    job = store.create_job("alice", SPEC)
+    store.claim_next("frozen")
+    assert store.requeue_running(stale_after_s=0) == [job.id]  # its heartbeat went stale
+    assert store.claim_next("other").id == job.id  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="no longer running under frozen"):
+        store.heartbeat(job.id, "frozen")
+    with pytest.raises(Conflict, match="no longer running under frozen"):
+        store.update_progress(job.id, {"complete": 9}, "frozen")
+    with pytest.raises(Conflict, match=r"held by another driver \(other\)"):
+        store.finish(job.id, "succeeded", best={"trial": 9}, worker_id="frozen")
+    row = store.get_job(job.id)
+    assert row.status == "running" and row.claimed_by == "other" and row.best is None
+    store.heartbeat(job.id, "other")
+    assert store.finish(job.id, "succeeded", worker_id="other").status == "succeeded"
+
+
+def test_resuming_a_job_with_a_pending_cancel_is_refused(store: JobStore) -> None:
+    job = store.create_job("alice", SPEC)
+    store.claim_next("w")
+    store.request_cancel(job.id, "alice")
+    with pytest.raises(Conflict) as refused:
+        store.claim(job.id, "cli", allow_running=True)
+    message = str(refused.value)
+    assert "pending cancel" in message and "\n" not in message
+    row = store.get_job(job.id)
+    assert row.claimed_by == "w" and row.cancel_requested and row.status == "running"
+    # the stopping driver still records the cancel
+    assert store.finish(job.id, "cancelled", worker_id="w").status == "cancelled"
+
+
 def test_requeue_running_of_one_worker(store: JobStore) -> None:
     mine = store.create_job("alice", SPEC)
     time.sleep(0.01)

@@ -56,6 +56,19 @@ def _check_limits(spec: Any, store: Any, settings: Settings, tenant: str) -> Set
     return limits
 
 
+def _placement_problem(spec: Any, settings: Settings) -> tuple[str, str] | None:
+    """A trial no node could ever place, when the cluster is known here: without
+    ``ray_address`` the controller starts its Ray on this machine (``service/_placement.py``;
+    a remote cluster is checked by the search driver, which fails the job at once)."""
+    if settings.ray_address:
+        return None
+    from service._placement import local_nodes, placement_problem
+
+    return placement_problem(
+        spec.resources.cpu, spec.resources.gpu, local_nodes(), "this server's Ray (one machine)"
+    )
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -116,6 +129,9 @@ async def create_job(
     except SpecError as exc:
         return _refuse(422, exc.message, exc.field)
     limits = await run_in_threadpool(_check_limits, spec, store, settings, user.tenant)
+    problem = await run_in_threadpool(_placement_problem, spec, settings)
+    if problem is not None:
+        return _refuse(422, problem[1], problem[0])
     job = await run_in_threadpool(
         store.create_job,
         user.tenant,
