@@ -40,6 +40,7 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service import cli
+from service.quotas import set_overrides
 from service.search import study_name
 from service.store import TERMINAL_STATUSES, JobStore
 
@@ -117,6 +118,8 @@ def test_jobs_that_cannot_run_say_why_and_a_cancel_during_export_changes_nothing
 ) -> None:
     client, store, db = env["client"], env["store"], env["db"]
     # resources no node of this server's Ray can offer: refused at submit, nothing written
+    # (alice's per-trial CPU quota raised, so that the placement check is what answers)
+    set_overrides(store, "alice", {"max_trial_cpu": 1024})
     before = _files(env["tmp"])
     response = client.post("/v1/jobs", json=tiny_spec(name="huge", resources={"cpu": 512}))
     assert response.status_code == 422, response.text
