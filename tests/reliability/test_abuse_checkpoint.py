@@ -246,7 +246,9 @@ def test_verify_reports_measured_and_stored_figures(
     assert report["tolerance"] == 1e-4
     assert set(report["errors"]) == set(certificate["errors"])
     assert report["max_error_exact"] == max(report["errors"][k] for k in certificate["exact_elements"])
-    assert report["max_error_exact"] < 1e-5
+    # float rounding of the exact C4 rotations through the recomputed head statistics (the
+    # same bound as tests/workers/test_rotated_mnist.py); a broken projection gives > 1e-2
+    assert report["max_error_exact"] < 5e-5
     assert report["stored"] == {
         "errors": certificate["errors"],
         "max_error_exact": certificate["max_error_exact"],
