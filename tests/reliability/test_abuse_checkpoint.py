@@ -247,7 +247,7 @@ def test_verify_reports_measured_and_stored_figures(
     assert set(report["errors"]) == set(certificate["errors"])
     assert report["max_error_exact"] == max(report["errors"][k] for k in certificate["exact_elements"])
     # float rounding of the exact C4 rotations through the recomputed head statistics (the
-    # same bound as tests/workers/test_rotated_mnist.py); a broken projection gives > 1e-2
+    # same bound as tests/workers/test_training.py); a broken projection gives > 1e-2
     assert report["max_error_exact"] < 5e-5
     assert report["stored"] == {
         "errors": certificate["errors"],
