@@ -354,7 +354,8 @@ class Controller:
             return self._finish(
                 job, "failed", error=f"interrupted; resume with `relaxtune run --job {job.id}`"
             )
-        self.store.requeue_running(self.worker_id)
+        # only this job: the same worker may be driving others (one driver process per job)
+        self.store.requeue_job(job.id, self.worker_id)
         return self.store.get_job(job.id)
 
     def _cancel_requested(self, job_id: str) -> bool:
