@@ -319,6 +319,8 @@ def _show_job(job: dict[str, Any], report: dict[str, Any] | None = None) -> None
     for key in ("id", "name", "tenant", "status"):
         table.add_row(key, str(job.get(key)))
     table.add_row("progress", _progress_text(job.get("progress") or {}))
+    if isinstance(job.get("queue"), dict):
+        table.add_row("queue", _queue_text(job["queue"]))
     if job.get("cancel_requested") and job.get("status") == "running":
         table.add_row("cancel", "requested")
     for key in ("created_at", "started_at", "finished_at"):
@@ -341,6 +343,13 @@ def _show_job(job: dict[str, Any], report: dict[str, Any] | None = None) -> None
     Console().print(table)
 
 
+def _queue_text(queue: dict[str, Any]) -> str:
+    """``#2: waiting for 2 CPUs (0 free); cluster busy with 3 jobs``"""
+    position = queue.get("position")
+    reason = queue.get("reason") or ""
+    return f"#{position}: {reason}" if position is not None else reason
+
+
 def _show_jobs(jobs: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -354,7 +363,9 @@ def _show_jobs(jobs: list[dict[str, Any]]) -> None:
             job["id"],
             job["name"],
             job["status"],
-            _progress_text(job.get("progress") or {}),
+            _queue_text(job["queue"])
+            if isinstance(job.get("queue"), dict)
+            else _progress_text(job.get("progress") or {}),
             str(job.get("created_at", ""))[:19],
         )
     Console().print(table)

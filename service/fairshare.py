@@ -100,7 +100,9 @@ def plan(
     ``capacity`` (``{"CPU": n, "GPU": m}``); see the module docstring for the rules."""
     total_cpu = float(capacity.get("CPU", 0.0))
     total_gpu = float(capacity.get("GPU", 0.0))
-    held = [(r.tenant, _clamp(r.demand, capacity, max(1, int(trial_cap(r.tenant))))) for r in running]
+    held = [
+        (r.tenant, _clamp(r.demand, capacity, max(1, int(trial_cap(r.tenant))))) for r in running
+    ]
     used_cpu = sum(d.cpu for _, d in held)
     used_gpu = sum(d.gpu for _, d in held)
     jobs = len(running)

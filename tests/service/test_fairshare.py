@@ -35,7 +35,9 @@ def test_tenants_alternate_even_when_one_submitted_first_and_many() -> None:
     assert p.start == ["a0", "b0", "c0"]  # one each, not alice's first three
     # alice's rest wait in order, each told where it stands and why
     assert [p.queue[f"a{i}"]["position"] for i in range(1, 5)] == [1, 2, 3, 4]
-    assert p.queue["a1"]["reason"].startswith("waiting for 1 CPUs (0 free); cluster busy with 3 jobs")
+    assert p.queue["a1"]["reason"].startswith(
+        "waiting for 1 CPUs (0 free); cluster busy with 3 jobs"
+    )
     assert "3 job(s) ahead" in p.queue["a4"]["reason"]
 
 
@@ -100,5 +102,7 @@ def test_tenant_trial_cap_passes_the_tenant_over() -> None:
     assert p.start == ["b1"]
     assert "its cap is 2" in p.queue["a1"]["reason"]
     # a job larger than its tenant's cap still starts once the tenant runs nothing
-    p = plan([_job("a2", "alice", trials=5)], [], {"CPU": 16}, max_jobs=10, trial_cap=caps.__getitem__)
+    p = plan(
+        [_job("a2", "alice", trials=5)], [], {"CPU": 16}, max_jobs=10, trial_cap=caps.__getitem__
+    )
     assert p.start == ["a2"]
