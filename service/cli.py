@@ -319,6 +319,8 @@ def _show_job(job: dict[str, Any], report: dict[str, Any] | None = None) -> None
     for key in ("id", "name", "tenant", "status"):
         table.add_row(key, str(job.get(key)))
     table.add_row("progress", _progress_text(job.get("progress") or {}))
+    if isinstance(job.get("queue"), dict):
+        table.add_row("queue", _queue_text(job["queue"]))
     if job.get("cancel_requested") and job.get("status") == "running":
         table.add_row("cancel", "requested")
     for key in ("created_at", "started_at", "finished_at"):
@@ -341,6 +343,13 @@ def _show_job(job: dict[str, Any], report: dict[str, Any] | None = None) -> None
     Console().print(table)
 
 
+def _queue_text(queue: dict[str, Any]) -> str:
+    """``#2: waiting for 2 CPUs (0 free); cluster busy with 3 jobs``"""
+    position = queue.get("position")
+    reason = queue.get("reason") or ""
+    return f"#{position}: {reason}" if position is not None else reason
+
+
 def _show_jobs(jobs: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -354,7 +363,9 @@ def _show_jobs(jobs: list[dict[str, Any]]) -> None:
             job["id"],
             job["name"],
             job["status"],
-            _progress_text(job.get("progress") or {}),
+            _queue_text(job["queue"])
+            if isinstance(job.get("queue"), dict)
+            else _progress_text(job.get("progress") or {}),
             str(job.get("created_at", ""))[:19],
         )
     Console().print(table)
@@ -715,22 +726,27 @@ def _stop_with_parent(parent_pid: int, stop: Callable[[], None]) -> None:
 
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    """Run the controller: claim queued jobs and run their searches."""
-    from service.controller import Controller
+    """Run the controller: claim queued jobs and run their searches, many at once (one driver
+    process per job, as many as the cluster's resources and the tenants' shares allow)."""
+    from service.pool import DriverPool
 
     _setup_logging(args.log_level)
-    settings = _settings(args, worker_id=args.worker_id)
+    settings = _settings(
+        args,
+        worker_id=args.worker_id,
+        ray_num_cpus=args.num_cpus,
+        max_running_jobs=args.max_running_jobs,
+    )
     store = _open_store(args)
-    controller = Controller(store, settings)
-    _wake_on_sigusr1(controller.wake)  # first: before any other thread exists
-    _stop_on_signals(controller.stop)
+    pool = DriverPool(store, settings)
+    _wake_on_sigusr1(pool.wake)  # first: before any other thread exists
+    _stop_on_signals(pool.stop)
     if args.parent_pid:
-        _stop_with_parent(args.parent_pid, controller.stop)
+        _stop_with_parent(args.parent_pid, pool.stop)
     if args.once:
-        controller.recover()
-        controller.drain()
+        pool.drain(poll_s=args.poll)
     else:
-        controller.run_forever(poll_s=args.poll)
+        pool.run_forever(poll_s=args.poll)
     return 0
 
 
@@ -987,6 +1003,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", help="controller identity (default: host name)")
     p.add_argument("--poll", type=float, default=1.0, help="queue poll period in seconds")
     p.add_argument("--once", action="store_true", help="run queued jobs, then exit")
+    p.add_argument(
+        "--num-cpus", type=int, help="CPUs of the local Ray (env RELAXTUNE_RAY_NUM_CPUS)"
+    )
+    p.add_argument(
+        "--max-running-jobs",
+        type=int,
+        help="most jobs run at once (env RELAXTUNE_MAX_RUNNING_JOBS, default 4)",
+    )
     p.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     log_level(p)
 

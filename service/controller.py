@@ -1,12 +1,19 @@
-"""The controller: claims queued jobs from the store and runs each search to its end.
+"""Running one job to its end: the search, then the gain report; how the job ended.
+
+:class:`Controller` runs claimed jobs in its own process, one at a time: ``relaxtune run`` (a
+foreground search), the tests (with an injected runner), and, through :meth:`Controller.run_job`,
+each job's driver process (``service/driver.py``). The service's controller,
+``relaxtune controller``, is ``service.pool.DriverPool``: it runs many jobs at once, each in its
+own driver process on a shared Ray cluster, as many as the cluster's resources, the tenants'
+fair shares and ``max_running_jobs`` allow.
 
 A job whose spec asks for a gain report (``report: {seeds: K}``) runs its search, then the
 report (``service.report.run_report``); a job queued again for its report skips the finished
-search. One controller runs one search at a time (the search itself runs many trials in parallel on
-Ray). Several controllers may share a database: claiming is atomic. A controller restarting
+search. Several controllers may share a database: claiming is atomic. A controller restarting
 under the same ``worker_id`` first puts the jobs it had left ``running`` back in the queue, and
 any controller requeues jobs whose driver stopped heartbeating (``stale_after_s``); the search
-driver resumes a requeued job from its Optuna study.
+driver resumes a requeued job from its Optuna study. A driver interrupted by a stop requeues
+only its own job (the same worker id may hold other running jobs).
 
 The search driver (``service.search.run_search``, which imports Ray) is imported only when the
 first job runs, so importing this module stays cheap and Ray-free.
@@ -354,7 +361,8 @@ class Controller:
             return self._finish(
                 job, "failed", error=f"interrupted; resume with `relaxtune run --job {job.id}`"
             )
-        self.store.requeue_running(self.worker_id)
+        # only this job: the same worker may be driving others (one driver process per job)
+        self.store.requeue_job(job.id, self.worker_id)
         return self.store.get_job(job.id)
 
     def _cancel_requested(self, job_id: str) -> bool:

@@ -41,6 +41,8 @@ QUOTA_KEYS: tuple[str, ...] = (
     "max_trial_cpu",
     "max_trial_gpu",
     "max_retries",
+    "share_weight",
+    "max_running_trials",
 )
 
 

@@ -90,6 +90,35 @@ class Settings(BaseSettings):
         None, ge=0, description="GPUs of the largest Ray node, when known (as node_cpus)"
     )
 
+    # Scheduling: how many jobs run at once and how tenants share the cluster.
+    max_running_jobs: int = Field(
+        4,
+        gt=0,
+        description="most jobs one controller runs at once (each in its own driver process), "
+        "whatever room the cluster has left",
+    )
+    share_weight: float = Field(
+        1.0,
+        gt=0,
+        description="a tenant's weight in the fair share of the cluster (per tenant: a tenant "
+        "of weight 2 gets twice the running trials of one of weight 1 when both have work)",
+    )
+    max_running_trials: int = Field(
+        64, gt=0, description="most trials one tenant's running jobs hold at once (per tenant)"
+    )
+    driver_restarts: int = Field(
+        3,
+        ge=0,
+        description="how often a job whose driver process died is requeued to resume before "
+        "it fails",
+    )
+    ray_num_cpus: int | None = Field(
+        None,
+        gt=0,
+        description="CPUs of the local Ray the controller starts (default: all of this "
+        "machine's); unused with ray_address",
+    )
+
     admin_token: SecretStr | None = Field(
         None,
         description="optional static admin bearer token (bootstraps a fresh deployment); "

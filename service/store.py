@@ -103,6 +103,18 @@ quotas_table = sa.Table(
 )
 
 
+#: What each scheduling controller last saw (JSON; written by ``service.pool``, read by the
+#: API's ``GET /v1/cluster`` and the queue position of a job): its cluster's capacity, what
+#: the running jobs use, and the queue in the order it will claim from it.
+cluster_table = sa.Table(
+    "relaxtune_cluster",
+    metadata,
+    sa.Column("worker_id", sa.String(200), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -807,6 +819,69 @@ class JobStore:
         if ids:
             logger.info("requeued %d job(s) left running: %s", len(ids), ", ".join(ids))
         return ids
+
+    def requeue_job(self, job_id: str, worker_id: str) -> bool:
+        """Put one job that ``worker_id`` holds ``running`` back in the queue (its driver
+        process died or was stopped); a job whose cancel was requested is cancelled instead.
+        Returns whether the job was requeued (``False``: it had moved on, or was cancelled)."""
+        validate_job_id(job_id)
+        conditions = [
+            jobs_table.c.id == job_id,
+            jobs_table.c.status == "running",
+            jobs_table.c.claimed_by == worker_id,
+        ]
+        with self._write("requeueing a job") as conn:
+            conn.execute(
+                jobs_table.update()
+                .where(*conditions, jobs_table.c.cancel_requested.is_(True))
+                .values(status="cancelled", finished_at=_now())
+            )
+            changed = conn.execute(
+                jobs_table.update()
+                .where(*conditions)
+                .values(status="queued", claimed_by=None, started_at=None)
+            ).rowcount
+        if changed:
+            logger.info("requeued job %s (its driver stopped)", job_id)
+        return bool(changed)
+
+    def queued_jobs(self, limit: int = 10000) -> list[Job]:
+        """Every queued job not being cancelled, oldest first (the scheduler's input)."""
+        query = (
+            jobs_table.select()
+            .where(jobs_table.c.status == "queued", jobs_table.c.cancel_requested.is_(False))
+            .order_by(jobs_table.c.created_at, jobs_table.c.id)
+            .limit(limit)
+        )
+        with self._read("listing the queue") as conn:
+            return [Job._from_row(r) for r in conn.execute(query).all()]
+
+    # --- cluster state (what the scheduling controllers saw) ------------------------------
+
+    def record_cluster(self, worker_id: str, state: dict[str, Any]) -> None:
+        """Replace what controller ``worker_id`` last saw of its cluster and queue."""
+        with self._write("recording the cluster state") as conn:
+            conn.execute(sa.delete(cluster_table).where(cluster_table.c.worker_id == worker_id))
+            conn.execute(
+                cluster_table.insert().values(
+                    worker_id=worker_id,
+                    state=json.dumps(state, default=str, sort_keys=True),
+                    updated_at=_now(),
+                )
+            )
+
+    def cluster_states(self, max_age_s: float | None = None) -> dict[str, dict[str, Any]]:
+        """Each scheduling controller's last recorded state, by worker id (with
+        ``updated_at``); with ``max_age_s`` only those recorded since."""
+        query = sa.select(cluster_table)
+        if max_age_s is not None:
+            query = query.where(cluster_table.c.updated_at >= _now() - timedelta(seconds=max_age_s))
+        with self._read("reading the cluster state") as conn:
+            rows = conn.execute(query).all()
+        return {
+            r.worker_id: {**json.loads(r.state), "updated_at": _utc(r.updated_at).isoformat()}
+            for r in rows
+        }
 
     # --- tokens ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service.api._body_limit import BodySizeLimitMiddleware
 from service.api._errors import install_error_handlers
 from service.api._trials_sql import TrialsCache
-from service.api.routers import best, dashboards, health, jobs, report, trials
+from service.api.routers import best, cluster, dashboards, health, jobs, report, trials
 from service.settings import Settings
 from service.store import JobStore
 
@@ -92,12 +92,12 @@ def create_app(
     app.state.dashboards_warm = threading.Event()  # set by the warm-up thread (/healthz)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for module in (health, jobs, trials, best, report, dashboards):
+    for module in (health, jobs, cluster, trials, best, report, dashboards):
         app.include_router(module.router)
     # Kept for the 405 handler, which must see every route of a path.
     app.state.api_routes = [
         route
-        for module in (health, jobs, trials, best, report, dashboards)
+        for module in (health, jobs, cluster, trials, best, report, dashboards)
         for route in module.router.routes
     ]
     return app

@@ -59,13 +59,30 @@ class JobPublic(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    queue: dict[str, Any] | None = Field(
+        None,
+        description="a queued job's place: position (1 = next to start) and reason (why it "
+        "waits), as the scheduling controller last saw it",
+    )
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
-    def from_job(cls, job: Job) -> JobPublic:
-        """Project a stored job (internal fields such as ``claimed_by`` stay hidden)."""
+    def from_job(cls, job: Job, queue: dict[str, dict[str, Any]] | None = None) -> JobPublic:
+        """Project a stored job (internal fields such as ``claimed_by`` stay hidden);
+        ``queue`` is :func:`service.api._cluster.queue_info` (for a queued job's place)."""
         base = f"/v1/jobs/{job.id}"
+        place = None
+        if job.status == "queued" and queue is not None:
+            place = (
+                queue.get(job.id)
+                or queue.get("*")
+                or {
+                    "position": None,
+                    "reason": "just queued; the controller has not planned it yet",
+                }
+            )
         return cls(
+            queue=place,
             id=job.id,
             name=job.name,
             tenant=job.tenant,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from service.api._cluster import queue_info
 from service.api._deps import CurrentUser, SettingsDep, StoreDep
 from service.api._report import check_report_seeds
 from service.api._schemas import ErrorDetail, JobPublic, JobsPublic
@@ -155,13 +156,15 @@ def list_jobs(
 ) -> JobsPublic:
     """The caller's jobs (every tenant's for an admin), newest first."""
     jobs = store.list_jobs(user.tenant_filter, status=status_filter, limit=limit)
-    return JobsPublic(data=[JobPublic.from_job(j) for j in jobs], count=len(jobs))
+    queue = queue_info(store) if any(j.status == "queued" for j in jobs) else None
+    return JobsPublic(data=[JobPublic.from_job(j, queue) for j in jobs], count=len(jobs))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
 def get_job(job_id: str, user: CurrentUser, store: StoreDep) -> JobPublic:
     """A job's status, progress, best projected metric, timestamps and error text."""
-    return JobPublic.from_job(store.get_job(job_id, user.tenant_filter))
+    job = store.get_job(job_id, user.tenant_filter)
+    return JobPublic.from_job(job, queue_info(store) if job.status == "queued" else None)
 
 
 @router.delete(
