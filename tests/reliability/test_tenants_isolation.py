@@ -30,8 +30,14 @@ budget: {trials: 2, epochs: 2}
 objective: {metric: val_mse, mode: min}
 """
 
-#: ``/v1`` routes without a job id: each lists or creates the caller's own jobs only.
-COLLECTION_ROUTES = {("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/dashboard")}
+#: ``/v1`` routes without a job id: each lists or creates the caller's own jobs only, except
+#: ``GET /v1/cluster``, which counts other tenants' running jobs without naming them or their jobs.
+COLLECTION_ROUTES = {
+    ("GET", "/v1/jobs"),
+    ("POST", "/v1/jobs"),
+    ("GET", "/v1/dashboard"),
+    ("GET", "/v1/cluster"),
+}
 
 
 @pytest.fixture
@@ -126,6 +132,7 @@ def test_every_v1_route_is_tenant_isolated_and_authenticated(env: dict[str, Any]
             assert job not in response.text
             if method == "GET":  # (bob's own POST echoes the spec name he sent)
                 assert "alice-secret-job" not in response.text
+                assert "alice" not in response.text, (template, response.text)
     # alice still sees her job untouched (bob's DELETE did not cancel it)
     own = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {tokens['alice']}"})
     assert own.status_code == 200 and own.json()["status"] == "queued"
