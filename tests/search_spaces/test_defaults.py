@@ -91,6 +91,7 @@ def test_set_overrides_coerce_to_the_default_type() -> None:
         ("relax.free_scale=big", "relax.free_scale", "plain, rms"),
         ("relax.free_lr_mult=0", "relax.free_lr_mult", "(0, inf)"),
         ("relax.free_weight_decay=-1", "relax.free_weight_decay", "[0, inf)"),
+        ("optim.grad_clip=-1", "optim.grad_clip", "[0, inf)"),
         ("no-equals-sign", "set", "KEY=VALUE"),
         ("=3", "set", "allowed keys"),
     ],

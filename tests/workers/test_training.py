@@ -169,6 +169,28 @@ def test_free_weights_have_their_own_optimiser_group():
     assert not layer_free & {id(p) for p in main["params"]}
 
 
+def _gradient_norms_at_each_step(trainer: Trainer) -> list[float]:
+    norms: list[float] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.fit()
+    return norms
+
+
+def test_gradient_norm_is_clipped_before_each_step():
+    clipped = _gradient_norms_at_each_step(Trainer(_config("nbody", **{"optim.grad_clip": 1e-3})))
+    free = _gradient_norms_at_each_step(Trainer(_config("nbody", **{"optim.grad_clip": 0.0})))
+    assert len(clipped) == len(free) > 1
+    assert max(clipped) <= 1e-3 * (1 + 1e-5)
+    assert min(free) > 1e-3  # without clipping the same steps see larger gradients
+
+
 def test_deterministic_for_a_seed_and_resume_continues_the_same_run(tmp_path):
     config = _config("nbody", epochs=3, **{"relax.init": "normal"})
     straight = [r.val_projected for r in Trainer(config).fit().reports]

@@ -169,6 +169,7 @@ class Trainer:
             )
         self.optimizer = torch.optim.AdamW(groups, lr=lr)
         self.batch_size = int(hp.get("optim.batch_size", 64))
+        self.grad_clip = float(hp.get("optim.grad_clip", 0.0))
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.train_loader = DataLoader(
             self.splits.train,
@@ -231,6 +232,9 @@ class Trainer:
                     grad_ratio = self._grad_ratio(loss, penalty)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                if self.grad_clip > 0:
+                    # one bad batch must not throw the run away (docs/METHOD.md §6)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
                 loss_sum += float(loss.detach())
                 n_batches += 1
