@@ -323,6 +323,8 @@ def main() -> None:
         print(summaries[task])
     print(f"\ntotal wall time: {figures['wall_seconds'] / 60:.1f} min")
     name = "search_quality" + (f"_{args.trials}trials" if args.trials else "")
+    if args.tasks:  # a subset of the tasks must not overwrite the full run's file
+        name += "_" + "_".join(tasks)
     save_results(name, figures, args.quick)
     for task in tasks:
         imp = improvements[task]
