@@ -277,6 +277,41 @@ def write_gain(artifacts_dir: str | Path, job_id: str, report: dict[str, Any]) -
     return path
 
 
+#: Tune runs one driver makes over a report's unfinished runs before it records them as failed
+TUNE_RUNS = 2
+
+
+def _give_up(
+    study: optuna.Study, source_trial: int, runs: list[gain.Run], folder: Path, attempts: int
+) -> None:
+    """Record ``runs`` as failed for good: a new FAIL record per run (the latest record of a
+    run is the one a report reads) whose reason is not an interruption, so no later driver
+    trains it again."""
+    latest: dict[tuple[str, int], optuna.trial.FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if attrs.get(gain.ATTR_SOURCE) == source_trial and attrs.get(gain.ATTR_ARM) in gain.ARMS:
+            latest[(attrs[gain.ATTR_ARM], int(attrs.get(gain.ATTR_SEED, -1)))] = trial
+    for run in runs:
+        trial = latest.get(run.key)
+        if trial is None:
+            reason = f"never started: Tune ended {attempts} runs before it"
+        else:
+            last = trial.user_attrs.get(gain.ATTR_STOP) or "no reason recorded"
+            reason = f"failed in {attempts} Tune runs: {last}"
+        ot = study.ask()
+        for key, value in {
+            gain.ATTR_ARM: run.arm,
+            gain.ATTR_SEED: run.seed,
+            gain.ATTR_SOURCE: source_trial,
+            gain.ATTR_HPARAMS: run.hparams,
+            gain.ATTR_DIR: str(folder / run.folder),
+            gain.ATTR_STOP: reason,
+        }.items():
+            ot.set_user_attr(key, value)
+        study.tell(ot.number, None, state=TrialState.FAIL)
+
+
 def run_report(
     spec: JobSpec,
     job_id: str,
@@ -340,7 +375,8 @@ def run_report(
         )
     if should_stop is not None and should_stop():
         stop_event.set()  # cancelled (or shutting down) before the first run
-    if todo and not stop_event.is_set():
+    attempts = 0
+    while todo and not stop_event.is_set():
         _train(
             spec,
             job_id,
@@ -358,6 +394,13 @@ def run_report(
             echo=echo,
             quantity=quantity,
         )
+        attempts += 1
+        todo = [run for run in runs if run.key not in _settled_keys(study, best.number)]
+        if todo and attempts >= TUNE_RUNS and not stop_event.is_set():
+            # Tune ended the same runs unfinished twice (an error after the spec's retries,
+            # or never started): record that as their outcome, so the report ends
+            _give_up(study, best.number, todo, folder, attempts)
+            break
     report = progress()
     if on_progress is not None:
         on_progress(report["progress"])

@@ -147,6 +147,19 @@ def ray_trial_workers() -> list[int]:
     return pids
 
 
+def study_trials(db: str, job_id: str) -> list[Any]:
+    """The Optuna trials (``FrozenTrial``) of job ``job_id``'s study; ``[]`` before the
+    study exists."""
+    import optuna
+
+    from service.search import study_name
+
+    try:
+        return optuna.load_study(study_name=study_name(job_id), storage=db).get_trials()
+    except KeyError:
+        return []
+
+
 def make_checkpoint(out: Path, epochs: int = 1) -> Path:
     """Train the tiny N-body model for ``epochs`` (no Ray) and write its checkpoint folder."""
     from workers.training import TrialConfig, train

@@ -11,13 +11,18 @@ import signal
 import time
 from pathlib import Path
 
-import optuna
 import pytest
-from _reliability_support import kill_group, relaxtune_args, start_process, tiny_spec, wait_for
+from _reliability_support import (
+    kill_group,
+    relaxtune_args,
+    start_process,
+    tiny_spec,
+    wait_for,
+)
+from _reliability_support import study_trials as _trials
 from optuna.trial import TrialState
 
 from search_spaces import parse_spec
-from service.search import study_name
 from service.store import JobStore
 
 pytestmark = pytest.mark.slow
@@ -35,13 +40,6 @@ def _driver_pid(job_id: str) -> int | None:
         if b"service.driver" in argv and job_id.encode() in argv:
             return int(entry.name)
     return None
-
-
-def _trials(db: str, job_id: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        return optuna.load_study(study_name=study_name(job_id), storage=db).get_trials()
-    except KeyError:
-        return []
 
 
 def test_two_tenants_run_at_once_and_a_killed_driver_resumes_alone(tmp_path: Path) -> None:
