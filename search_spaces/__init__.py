@@ -21,7 +21,7 @@ from search_spaces._defaults import (
     relaxation_off,
 )
 from search_spaces._document import MAX_DEPTH, MAX_DOCUMENT_BYTES, load_document
-from search_spaces._errors import SpecError
+from search_spaces._errors import RelaxtuneError, SpecError
 from search_spaces._examples import example_path, list_examples
 from search_spaces._params import (
     CategoricalParam,
@@ -83,6 +83,7 @@ __all__ = [
     "ReportOptions",
     "Resources",
     "SearchSpace",
+    "RelaxtuneError",
     "SpecError",
     "Strategy",
     "check_hparams",

@@ -1,9 +1,19 @@
-"""The one error type of the package: a refused spec, search space or override."""
+"""The root of relaxtune's errors, and this package's one error type (a refused spec, search
+space or override).
+
+:class:`RelaxtuneError` lives here, in the lowest layer, so that every package (this one,
+``workers`` and ``service``) derives its errors from it: a caller that catches it catches
+every failure relaxtune raises on purpose, and anything else reaching the top is a bug.
+"""
 
 from __future__ import annotations
 
 
-class SpecError(ValueError):
+class RelaxtuneError(Exception):
+    """Root of every error relaxtune raises on purpose."""
+
+
+class SpecError(RelaxtuneError, ValueError):
     """A job spec, search space or hyperparameter override was refused.
 
     ``field`` is the dotted path of the offending value (``budget.trials``,

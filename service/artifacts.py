@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from service.errors import RelaxtuneError
 from service.store import validate_job_id
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 BEST_JSON_FILES = ("config.json", "metrics.json", "certificate.json")
 
 
-class UnsafeArchive(ValueError):
+class UnsafeArchive(RelaxtuneError, ValueError):
     """An archive member would land outside the target folder (or is not a plain file)."""
 
 

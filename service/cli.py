@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from service.errors import Conflict, NotFound, RelaxtuneError
+from service.errors import Conflict, NotFound, RelaxtuneError, SpecError
 from service.settings import Settings
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -47,7 +47,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-class CliError(Exception):
+class CliError(RelaxtuneError):
     """A failure to report in one line and exit with ``code`` (2 for bad input)."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -1144,12 +1144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc), exc.code)
     except (NotFound, Conflict) as exc:
         _fail(str(exc), 2)
+    except SpecError as exc:
+        _fail(f"spec field {exc.field}: {exc.message}", 2)
     except RelaxtuneError as exc:
         _fail(str(exc), 1)
-    except ValueError as exc:
-        # SpecError (a ValueError) names the field; other ValueErrors are bad input too.
-        field = getattr(exc, "field", None)
-        _fail(f"spec field {field}: {getattr(exc, 'message', exc)}" if field else str(exc), 2)
+    except ValueError as exc:  # bad input the caller gave (a malformed URL, a quota value)
+        _fail(str(exc), 2)
 
 
 if __name__ == "__main__":

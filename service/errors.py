@@ -1,24 +1,25 @@
 """The exception hierarchy of the service.
 
-Every error the service raises on purpose derives from :class:`RelaxtuneError`, so callers
+Every error relaxtune raises on purpose derives from :class:`RelaxtuneError` (defined in
+``search_spaces._errors``, the lowest layer, so the workers' errors share it), so callers
 (the HTTP layer, the CLI) can map them to status codes and exit codes in one place, and
 anything else reaching them is a bug.
 """
 
 from __future__ import annotations
 
+from search_spaces._errors import RelaxtuneError, SpecError
+
 __all__ = [
     "Conflict",
+    "ExportFailed",
     "LimitExceeded",
     "NotFound",
     "RelaxtuneError",
     "SearchFailed",
+    "SpecError",
     "StoreError",
 ]
-
-
-class RelaxtuneError(Exception):
-    """Root of every error raised on purpose by the service."""
 
 
 class NotFound(RelaxtuneError):
@@ -56,3 +57,8 @@ class StoreError(RelaxtuneError):
 class SearchFailed(RelaxtuneError, RuntimeError):
     """A search ended without a result. The message is the job's ``error`` as users read it:
     why, starting with the first failed trial's reason (``trial 0: ValueError: …``)."""
+
+
+class ExportFailed(RelaxtuneError, RuntimeError):
+    """The best trial could not be exported (no completed trial, no saved state, or the
+    exported checkpoint does not verify); the trials are kept and the export can be retried."""

@@ -34,8 +34,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces import JobSpec, check_hparams
+from search_spaces import JobSpec, SpecError, check_hparams
 from service import gain
+from service.errors import Conflict
 from service.search import (
     _CANCEL_EVENTS,
     _CancelStopper,
@@ -61,14 +62,14 @@ def report_dir(artifacts_dir: str | Path, job_id: str) -> Path:
 def _best_search_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     number = study.user_attrs.get("best_trial")
     if number is None:
-        raise RuntimeError(
+        raise Conflict(
             "the job has no exported best trial yet: a gain report retrains the best "
             "configuration of a finished search"
         )
     for trial in study.get_trials(deepcopy=False):
         if trial.number == number:
             return trial
-    raise RuntimeError(f"the study has no trial {number} (its best_trial attribute)")
+    raise Conflict(f"the study has no trial {number} (its best_trial attribute)")
 
 
 def _reconcile(study: optuna.Study) -> int:
@@ -334,7 +335,9 @@ def run_report(
     """
     k = seeds or (spec.report.seeds if spec.report else None)
     if not k:
-        raise ValueError("no report seeds: give seeds or set report.seeds in the spec")
+        raise SpecError(
+            "report.seeds", "no report seeds: give seeds or set report.seeds in the spec"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -342,7 +345,7 @@ def run_report(
     try:
         search = optuna.load_study(study_name=study_name(job_id), storage=storage)
     except KeyError as exc:
-        raise RuntimeError(f"job {job_id} has no search study: search first") from exc
+        raise Conflict(f"job {job_id} has no search study: search first") from exc
     best = _best_search_trial(search)
     hparams = check_hparams(_trial_hparams(spec, best))
     runs = gain.plan(hparams, k, spec.seed)

@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
-from service.errors import SearchFailed
+from service.errors import ExportFailed, SearchFailed
 from service.strategy import (
     REQUEUED,
     Stage,
@@ -625,7 +625,7 @@ def _next_stage(spec: JobSpec, study: optuna.Study) -> Stage | None:
     completed no trial) fails the search with the first failed trial's reason."""
     try:
         return next_stage(spec, study)
-    except RuntimeError as exc:
+    except SearchFailed as exc:
         reason = failure_reason(study)
         raise SearchFailed(f"{reason} — {exc}" if reason else str(exc)) from exc
 
@@ -781,7 +781,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
         if t.value is not None
     ]
     if not completed:
-        raise RuntimeError("no completed trial to export")
+        raise ExportFailed("no completed trial to export")
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return (max if maximize else min)(completed, key=lambda t: t.value)
 
@@ -820,12 +820,12 @@ def export_best(
     )
     trainer = Trainer(config)
     if not trainer.load_state(trial_dir):
-        raise RuntimeError(f"trial {trial.number}: no saved state in {trial_dir}")
+        raise ExportFailed(f"trial {trial.number}: no saved state in {trial_dir}")
     out = job_dir(artifacts_dir, job_id) / "best"
     _, metrics = write_checkpoint(trainer, out)
     verification = verify_checkpoint(out)
     if not verification["passed"]:
-        raise RuntimeError(f"exported checkpoint does not verify: {verification['problems']}")
+        raise ExportFailed(f"exported checkpoint does not verify: {verification['problems']}")
     certificate = json.loads((out / "certificate.json").read_text())
     artifact_id = _attach_artifact(study, trial, out, artifacts_dir)
     # Optuna refuses edits to finished trials, so the link lives on the study

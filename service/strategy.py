@@ -45,6 +45,7 @@ from search_spaces import (
     stage_trials,
     startup_trials,
 )
+from service.errors import SearchFailed
 
 #: ``stop_reason`` of a trial a dead driver left running: it was re-queued as a new trial,
 #: so it does not use up budget
@@ -118,7 +119,7 @@ def next_stage(spec: JobSpec, study: optuna.Study) -> Stage | None:
         return None
     best = stage1_best(study)
     if best is None:
-        raise RuntimeError(
+        raise SearchFailed(
             "stage 1 (the optimiser, relaxation off) completed no trial, so stage 2 has no "
             "optimiser to fix"
         )

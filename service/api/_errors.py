@@ -11,7 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import Conflict, LimitExceeded, NotFound, RelaxtuneError, StoreError
+from service.errors import (
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    RelaxtuneError,
+    SpecError,
+    StoreError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,11 @@ async def _limit(_: Request, exc: Exception) -> JSONResponse:
     if exc.field is not None:
         return _error(422, str(exc), exc.field)
     return _error(429, str(exc))
+
+
+async def _spec(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    return _error(422, exc.message, exc.field)
 
 
 async def _store(_: Request, exc: Exception) -> JSONResponse:
@@ -82,6 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(LimitExceeded, _limit)
+    app.add_exception_handler(SpecError, _spec)
     app.add_exception_handler(StoreError, _store)
     app.add_exception_handler(RelaxtuneError, _other_service_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -20,6 +20,8 @@ import torch
 from escnn import nn as enn
 from torch import nn
 
+from search_spaces import RelaxtuneError
+
 from ._base import RelaxedLayer, copy_module, relaxed_layers, submodules
 from ._escnn_exporters import ESCNN_EXPORTERS
 from ._projection import project_model
@@ -29,7 +31,7 @@ Exporter = Callable[[nn.Module], nn.Module]
 _EXPORTERS: dict[type, Exporter] = dict(ESCNN_EXPORTERS)
 
 
-class NotExportableError(TypeError):
+class NotExportableError(RelaxtuneError, TypeError):
     """A module of the model cannot be exported to plain torch."""
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from search_spaces import RelaxtuneError
 from workers.relax import make_certificate, to_torchscript
 from workers.tasks import build_task
 
@@ -45,7 +46,7 @@ FILES = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RelaxtuneError, RuntimeError):
     """A checkpoint could not be written or does not verify."""
 
 

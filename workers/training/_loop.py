@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from search_spaces import RelaxtuneError, SpecError
 from workers.relax import (
     compute_penalties,
     free_parameters,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-class TrialDivergedError(RuntimeError):
+class TrialDivergedError(RelaxtuneError, RuntimeError):
     """The loss became NaN or infinite; the trial cannot continue."""
 
 
@@ -94,7 +95,7 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda requested but no GPU is visible")
+            raise SpecError("device", "cuda requested but no GPU is visible")
         return torch.device("cuda")
     return torch.device("cpu")
 
