@@ -23,6 +23,7 @@ from search_spaces._defaults import (
 from search_spaces._document import MAX_DEPTH, MAX_DOCUMENT_BYTES, load_document
 from search_spaces._errors import RelaxtuneError, SpecError
 from search_spaces._examples import example_path, list_examples
+from search_spaces._hparams import Hyperparameters, OptimParams, RelaxParams
 from search_spaces._params import (
     CategoricalParam,
     FixedParam,
@@ -77,12 +78,15 @@ __all__ = [
     "FixedParam",
     "FloatParam",
     "IntParam",
+    "Hyperparameters",
     "JobSpec",
     "Objective",
+    "OptimParams",
     "Param",
     "ReportOptions",
     "Resources",
     "SearchSpace",
+    "RelaxParams",
     "RelaxtuneError",
     "SpecError",
     "Strategy",

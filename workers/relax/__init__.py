@@ -13,6 +13,7 @@ from ._base import (
     free_parameters,
     record_inputs,
     relaxed_layers,
+    reset_free,
     set_free_scale,
     set_layer_strengths,
     set_theta,
@@ -24,7 +25,6 @@ from ._escnn import (
     RelaxedR2Conv,
     field_generator_action,
     relax_model,
-    reset_free,
 )
 from ._export import (
     NotExportableError,

@@ -8,7 +8,25 @@ from typing import Literal
 import torch
 from torch import nn
 
+from search_spaces import CHOICES, SpecError
+
 ProjectionMode = Literal["drop", "orthogonal"]
+
+
+def check_choice(key: str, value: str) -> str:
+    """``value`` if it is one of ``key``'s allowed values (``search_spaces.CHOICES``, the one
+    list of them), else :class:`SpecError` naming ``key``."""
+    allowed = CHOICES[key]
+    if value not in allowed:
+        raise SpecError(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def check_projection_mode(mode: str) -> ProjectionMode:
+    """``mode`` if it is a projection (``relax.projection``), else :class:`SpecError`."""
+    return check_choice("relax.projection", mode)  # type: ignore[return-value]
+
+
 FreeInit = Literal["zeros", "normal"]
 
 
@@ -158,10 +176,22 @@ def set_layer_strengths(model: nn.Module, strengths: list[float] | float | None)
         layer.strength = s
 
 
+def reset_free(
+    layer: RelaxedLayer, init: FreeInit, init_std: float, generator: torch.Generator | None = None
+) -> None:
+    """(Re-)initialise a layer's free term: zeros, or i.i.d. normal with std ``init_std``."""
+    check_choice("relax.init", init)
+    for p in layer.free_parameters():
+        with torch.no_grad():
+            if init == "zeros":
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * init_std)
+
+
 def set_free_scale(model: nn.Module, mode: str) -> None:
     """``relax.free_scale`` for every relaxed layer: ``plain`` (θ·W) or ``rms`` (θ·rms(K_eq)·W)."""
-    if mode not in ("plain", "rms"):
-        raise ValueError(f"relax.free_scale: expected 'plain' or 'rms', got {mode!r}")
+    check_choice("relax.free_scale", mode)
     for layer in relaxed_layers(model):
         layer.free_scale = mode
 

@@ -18,7 +18,14 @@ from escnn import nn as enn
 from escnn.nn.modules.basismanager import BlocksBasisExpansion
 from torch import nn
 
-from ._base import FreeInit, ProjectionMode, RelaxedLayer, copy_module
+from ._base import (
+    FreeInit,
+    ProjectionMode,
+    RelaxedLayer,
+    check_projection_mode,
+    copy_module,
+    reset_free,
+)
 
 
 class BlockProjector(nn.Module):
@@ -137,8 +144,7 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
         return [p for p in (self.free, self.free_bias) if p is not None]
 
     def projected(self, mode: ProjectionMode = "orthogonal") -> nn.Module:
-        if mode not in ("drop", "orthogonal"):
-            raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
+        check_projection_mode(mode)
         out = copy_module(self.equivariant)
         out.train()  # escnn caches the expanded filter in eval mode: rebuild it after the edit
         if mode == "orthogonal":
@@ -306,20 +312,6 @@ ROTATION_SIGN = -1.0
 
 
 # ---- model-level helpers ---------------------------------------------------------------
-def reset_free(
-    layer: RelaxedLayer, init: FreeInit, init_std: float, generator: torch.Generator | None = None
-) -> None:
-    """(Re-)initialise a layer's free term: zeros, or i.i.d. normal with std ``init_std``."""
-    for p in layer.free_parameters():
-        with torch.no_grad():
-            if init == "zeros":
-                p.zero_()
-            elif init == "normal":
-                p.copy_(torch.randn(p.shape, generator=generator) * init_std)
-            else:
-                raise ValueError(f"relax.init: expected 'zeros' or 'normal', got {init!r}")
-
-
 RELAXABLE: dict[type, type[_RelaxedEscnnLayer]] = {
     enn.R2Conv: RelaxedR2Conv,
     enn.Linear: RelaxedLinear,

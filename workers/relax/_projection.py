@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import FreeInit, ProjectionMode, RelaxedLayer, copy_module, relaxed_layers
+from ._base import (
+    FreeInit,
+    ProjectionMode,
+    RelaxedLayer,
+    check_projection_mode,
+    copy_module,
+    relaxed_layers,
+    reset_free,
+)
 
 
 def _replace_relaxed(module: nn.Module, mode: ProjectionMode) -> None:
@@ -23,8 +31,7 @@ def project_model(model: nn.Module, mode: ProjectionMode = "orthogonal") -> nn.M
     ``"drop"`` keeps ``K_eq`` (the paper). The result has the original equivariant
     architecture and no relaxation terms; the input model is left untouched.
     """
-    if mode not in ("drop", "orthogonal"):
-        raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
+    check_projection_mode(mode)
     projected = copy_module(model)
     _replace_relaxed(projected, mode)
     projected.train(model.training)
@@ -35,7 +42,6 @@ def reset_free_terms(
     model: nn.Module, init: FreeInit, init_std: float, seed: int | None = None
 ) -> None:
     """Re-initialise every relaxed layer's free term (``zeros`` or ``normal``), seeded."""
-    from ._escnn import reset_free
 
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for layer in relaxed_layers(model):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import FreeInit, ProjectionMode, RelaxedLayer
+from ._base import FreeInit, ProjectionMode, RelaxedLayer, check_projection_mode, reset_free
 from ._vector import SO3_GENERATORS, project_vector_map
 
 
@@ -140,10 +140,7 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
         self.scalars_in, self.vectors_in = scalars_in, vectors_in
         self.scalars_out, self.vectors_out = scalars_out, vectors_out
         self.free = nn.Parameter(torch.zeros(eq.out_features, eq.in_features))
-        if init == "normal":
-            nn.init.normal_(self.free, std=init_std)
-        elif init != "zeros":
-            raise ValueError(f"relax.init: expected 'zeros' or 'normal', got {init!r}")
+        reset_free(self, init, init_std)
         self.register_buffer(
             "generators_in", feature_generators(scalars_in, vectors_in), persistent=False
         )
@@ -173,6 +170,7 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
         return equivariant_dense(*self._project_free(self.free))
 
     def projected(self, mode: ProjectionMode = "orthogonal") -> ScalarVectorLinear:
+        check_projection_mode(mode)
         out = ScalarVectorLinear(
             self.scalars_in, self.vectors_in, self.scalars_out, self.vectors_out
         ).to(self.free.device)
@@ -184,8 +182,6 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
                 factor = self.free_factor(equivariant_dense(scalar, vector))
                 scalar = scalar + factor * free_scalar
                 vector = vector + factor * free_vector
-            elif mode != "drop":
-                raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
             out.scalar_weight.copy_(scalar)
             out.vector_weight.copy_(vector)
         return out

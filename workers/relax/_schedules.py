@@ -14,18 +14,14 @@ to be projected at θ > 0) and gets no tail.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-SCHEDULE_FAMILIES = (
-    "none",
-    "triangular",
-    "linear_decay",
-    "cosine",
-    "step",
-    "warmup_hold_decay",
-    "constant",
-)
+from search_spaces import SCHEDULE_FAMILIES, Hyperparameters, RelaxParams
+
+#: re-exported: the families are declared once, with the other hyperparameters
+__all__ = ["SCHEDULE_FAMILIES"]
 
 
 def _clip01(t: float) -> float:
@@ -176,10 +172,6 @@ class TailedSchedule(Schedule):
         return True
 
 
-#: ``relax.min_tail`` when the parameters do not say
-DEFAULT_MIN_TAIL = 0.1
-
-
 def tail_fraction(min_tail: float, epochs: int | None = None) -> float:
     """The share of training at θ = 0 at the end: ``min_tail``, and at least one epoch of
     ``epochs`` when there are two or more (with one epoch there would be no relaxation)."""
@@ -189,64 +181,54 @@ def tail_fraction(min_tail: float, epochs: int | None = None) -> float:
     return tail
 
 
-def make_schedule(params: dict[str, Any], epochs: int | None = None) -> Schedule:
-    """Build a schedule from a plain dict.
+def make_schedule(params: RelaxParams | Mapping[str, Any], epochs: int | None = None) -> Schedule:
+    """Build the schedule of a trial's :class:`RelaxParams` (``Hyperparameters.relax``).
 
-    Accepts either short keys (``{"family": "triangular", "theta_max": 1, "peak": 0.5}``)
-    or the flat hyperparameter keys (``relax.schedule``, ``relax.theta_max`` …); unused
-    keys of other families are ignored, invalid values raise ``ValueError`` naming the key.
-    Every decaying family gets the θ = 0 tail of :func:`tail_fraction` (``min_tail``, and
-    one epoch of ``epochs`` at least); ``min_tail: 0`` without ``epochs`` gives the bare
-    family curve.
+    A plain dict is accepted too, with the flat hyperparameter keys (``relax.schedule``,
+    ``relax.theta_max`` …; ``optim.*`` keys are ignored) or short ones (``{"family":
+    "triangular", "theta_max": 1, "peak": 0.5}``); missing keys take their defaults and a bad
+    value raises :class:`SpecError` (a ``ValueError``) naming the key, exactly as a spec would.
+    Every decaying family gets the θ = 0 tail of :func:`tail_fraction` (``min_tail``, and one
+    epoch of ``epochs`` at least); ``min_tail: 0`` without ``epochs`` gives the bare family
+    curve.
     """
-    base = _make_family(params)
+    relax = params if isinstance(params, RelaxParams) else _relax_params(params)
+    base = _make_family(relax)
     if isinstance(base, (NoneSchedule, ConstantSchedule)):
         return base
-    p = {k.removeprefix("relax."): v for k, v in params.items()}
-    min_tail = float(p.get("min_tail", DEFAULT_MIN_TAIL))
-    if not (0.0 <= min_tail < 1.0) or math.isnan(min_tail):
-        raise ValueError(f"relax.min_tail: {min_tail} outside [0, 1)")
-    tail = tail_fraction(min_tail, epochs)
+    tail = tail_fraction(relax.min_tail, epochs)
     return TailedSchedule(base, tail) if tail > 0 else base
 
 
-def _make_family(params: dict[str, Any]) -> Schedule:
-    p = {k.removeprefix("relax."): v for k, v in params.items()}
-    family = p.get("family", p.get("schedule", "none"))
-    if family not in SCHEDULE_FAMILIES:
-        raise ValueError(
-            f"relax.schedule: unknown family {family!r}; expected one of {SCHEDULE_FAMILIES}"
-        )
+def _relax_params(params: Mapping[str, Any]) -> RelaxParams:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if key.startswith("optim."):
+            continue
+        name = key.removeprefix("relax.")
+        flat[f"relax.{'schedule' if name == 'family' else name}"] = value
+    return Hyperparameters.from_flat(flat).relax
 
-    def num(key: str, default: float, lo: float = 0.0, hi: float = math.inf) -> float:
-        value = float(p.get(key, default))
-        if not (lo <= value <= hi) or math.isnan(value):
-            raise ValueError(f"relax.{key}: {value} outside [{lo}, {hi}]")
-        return value
 
+def _make_family(relax: RelaxParams) -> Schedule:
+    family = relax.schedule
     if family == "none":
         return NoneSchedule()
     if family == "triangular":
-        return TriangularSchedule(
-            num("theta_max", 1.0), num("peak", 0.5, 0.0, 1.0), num("zero_at", 1.0, 1e-6, 1.0)
-        )
+        return TriangularSchedule(relax.theta_max, relax.peak, relax.zero_at)
     if family == "constant":
-        return ConstantSchedule(num("theta", 0.1))
+        return ConstantSchedule(relax.theta)
     if family in ("linear_decay", "cosine", "step"):
         cls = {"linear_decay": LinearDecaySchedule, "cosine": CosineSchedule, "step": StepSchedule}[
             family
         ]
-        return cls(num("theta_max", 1.0), num("zero_at", 1.0, 1e-6, 1.0))
-    warmup, hold, zero_at = (
-        num("warmup", 0.1, 0.0, 1.0),
-        num("hold", 0.3, 0.0, 1.0),
-        num("zero_at", 1.0, 1e-6, 1.0),
-    )
+        return cls(relax.theta_max, relax.zero_at)
+    warmup, hold, zero_at = relax.warmup, relax.hold, relax.zero_at
     if warmup + hold >= zero_at:
         # keep the family usable for any sampled values: squeeze warmup/hold into [0, zero_at)
         scale = 0.999 * zero_at / (warmup + hold)
         warmup, hold = warmup * scale, hold * scale
-    return WarmupHoldDecaySchedule(num("theta_max", 1.0), warmup, hold, zero_at)
+    return WarmupHoldDecaySchedule(relax.theta_max, warmup, hold, zero_at)
 
 
 def relaxation_end(schedule: Schedule) -> float:

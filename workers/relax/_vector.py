@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._base import FreeInit, ProjectionMode, RelaxedLayer
+from ._base import FreeInit, ProjectionMode, RelaxedLayer, check_projection_mode, reset_free
 
 #: so(3) generators L_x, L_y, L_z (infinitesimal rotations about each axis)
 SO3_GENERATORS = torch.tensor(
@@ -63,10 +63,7 @@ class RelaxedVectorLinear(RelaxedLayer):
         self.out_channels = out_channels
         self.equivariant = equivariant or VectorLinear(in_channels, out_channels)
         self.free = nn.Parameter(torch.zeros(out_channels * 3, in_channels * 3))
-        if init == "normal":
-            nn.init.normal_(self.free, std=init_std)
-        elif init != "zeros":
-            raise ValueError(f"relax.init: expected 'zeros' or 'normal', got {init!r}")
+        reset_free(self, init, init_std)
         self.register_buffer("generators", SO3_GENERATORS.clone(), persistent=False)
 
     def dense_weight(self) -> torch.Tensor:
@@ -85,6 +82,7 @@ class RelaxedVectorLinear(RelaxedLayer):
         return [self.free]
 
     def projected(self, mode: ProjectionMode = "orthogonal") -> VectorLinear:
+        check_projection_mode(mode)
         out = VectorLinear(self.in_channels, self.out_channels).to(self.free.device)
         with torch.no_grad():
             weight = self.equivariant.weight.detach().clone()
@@ -92,8 +90,6 @@ class RelaxedVectorLinear(RelaxedLayer):
                 proj = project_vector_map(self.free.detach(), self.in_channels, self.out_channels)
                 eye = torch.eye(3, dtype=weight.dtype, device=weight.device)
                 weight = weight + self.free_factor(torch.kron(weight, eye)) * proj
-            elif mode != "drop":
-                raise ValueError(f"relax.projection: expected 'drop' or 'orthogonal', got {mode!r}")
             out.weight.copy_(weight)
         return out
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from search_spaces import RelaxtuneError, SpecError
+from search_spaces import Hyperparameters, RelaxtuneError, SpecError
 from workers.relax import (
     compute_penalties,
     free_parameters,
@@ -109,7 +109,8 @@ class Trainer:
 
     def __init__(self, config: TrialConfig, task: Task | None = None) -> None:
         self.config = config
-        hp = config.hparams
+        #: the trial's hyperparameters, checked and typed once (search_spaces.Hyperparameters)
+        self.hparams = hp = Hyperparameters.from_flat(config.hparams)
         self.task = task or build_task(config.task, config.model, config.data)
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
@@ -117,24 +118,15 @@ class Trainer:
             config.seed if config.data_seed is None else config.data_seed
         )
         self.model: nn.Module = self.task.build_model(config.seed).to(self.device)
-        self.schedule = make_schedule(hp, epochs=config.epochs)
+        self.schedule = make_schedule(hp.relax, epochs=config.epochs)
         self.relaxing = self.schedule.family != "none"
-        self.projection = hp.get("relax.projection", "orthogonal")
-        self.penalty_weights = {
-            "lie": float(hp.get("relax.lambda_lie", 0.0)),
-            "norm": float(hp.get("relax.lambda_norm", 0.0)),
-            "proj": float(hp.get("relax.lambda_proj", 0.0)),
-        }
-        self.penalty_form = str(hp.get("relax.penalty_form", "per_sample"))
-        set_layer_strengths(self.model, float(hp.get("relax.layer_decay", 1.0)))
-        set_free_scale(self.model, str(hp.get("relax.free_scale", "plain")))
+        self.projection = hp.relax.projection
+        self.penalty_weights = dict(hp.relax.penalty_weights)
+        self.penalty_form = hp.relax.penalty_form
+        set_layer_strengths(self.model, hp.relax.layer_decay)
+        set_free_scale(self.model, hp.relax.free_scale)
         if self.relaxing:
-            reset_free_terms(
-                self.model,
-                hp.get("relax.init", "normal"),
-                float(hp.get("relax.init_std", 1e-2)),
-                seed=config.seed,
-            )
+            reset_free_terms(self.model, hp.relax.init, hp.relax.init_std, seed=config.seed)
         else:
             # standard equivariant training: the free terms never act, so don't train them
             reset_free_terms(self.model, "zeros", 0.0)
@@ -150,27 +142,27 @@ class Trainer:
         # (Adam cancels θ in their gradient, so only these bound how fast they grow)
         self.free_params = [p for p in free_parameters(self.model) if p.requires_grad]
         free_ids = {id(p) for p in self.free_params}
-        lr = float(hp.get("optim.lr", 1e-3))
+        lr = hp.optim.lr
         groups = [
             {
                 "params": [
                     p for p in self.model.parameters() if p.requires_grad and id(p) not in free_ids
                 ],
                 "lr": lr,
-                "weight_decay": float(hp.get("optim.weight_decay", 0.0)),
+                "weight_decay": hp.optim.weight_decay,
             }
         ]
         if self.free_params:
             groups.append(
                 {
                     "params": self.free_params,
-                    "lr": lr * float(hp.get("relax.free_lr_mult", 1.0)),
-                    "weight_decay": float(hp.get("relax.free_weight_decay", 0.0)),
+                    "lr": lr * hp.relax.free_lr_mult,
+                    "weight_decay": hp.relax.free_weight_decay,
                 }
             )
         self.optimizer = torch.optim.AdamW(groups, lr=lr)
-        self.batch_size = int(hp.get("optim.batch_size", 64))
-        self.grad_clip = float(hp.get("optim.grad_clip", 0.0))
+        self.batch_size = hp.optim.batch_size
+        self.grad_clip = hp.optim.grad_clip
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.train_loader = DataLoader(
             self.splits.train,
