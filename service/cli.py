@@ -160,13 +160,19 @@ def _open_store(args: argparse.Namespace, *, upgrade: bool = True, existing: boo
     if existing:
         _err(f"database: {store.engine.url.render_as_string(hide_password=True)}")
     if upgrade:
-        try:
-            store.upgrade()
-        except RelaxtuneError as exc:
-            cause = str(exc.__cause__ or "").splitlines()[0][:200] if exc.__cause__ else ""
-            where = path if path is not None else store.engine.url.render_as_string(True)
-            raise CliError(f"cannot use database {where}: {exc}: {cause}") from exc
+        _upgrade_store(store)
     return store
+
+
+def _upgrade_store(store: Any) -> Any:
+    """``store.upgrade()``, its failure a :class:`CliError`; returns what it did."""
+    try:
+        return store.upgrade()
+    except RelaxtuneError as exc:
+        cause = str(exc.__cause__ or "").splitlines()[0][:200] if exc.__cause__ else ""
+        path = _sqlite_file(store.url)
+        where = path if path is not None else store.engine.url.render_as_string(True)
+        raise CliError(f"cannot use database {where}: {exc}: {cause}") from exc
 
 
 def _setup_logging(level: str) -> None:
@@ -592,9 +598,13 @@ def _report_local(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    """Create or upgrade the service and Optuna tables."""
-    store = _open_store(args)
+    """Create or upgrade the service tables (their migrations) and Optuna's (Optuna's)."""
+    store = _open_store(args, upgrade=False)
+    done = _upgrade_store(store)
+    for line in done.describe():
+        print(line)
     print(f"database schema up to date: {store!r}")
+    store.close()
     return 0
 
 

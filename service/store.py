@@ -3,7 +3,8 @@
 The store is the only shared state between the API process and the controller: the API writes
 a ``queued`` row, a controller claims it (``queued`` → ``running``), reports progress and
 heartbeats on it, and finishes it. Optuna's tables live in the same database (one study per
-job, ``job-<id>``); :meth:`JobStore.upgrade` creates both schemas.
+job, ``job-<id>``); :meth:`JobStore.upgrade` creates or upgrades both schemas: the service
+tables through the Alembic migrations in ``service/migrations``, Optuna's through Optuna.
 
 Contract (what every backend must guarantee, checked by ``tests/service/test_store_contract.py``
 on SQLite and PostgreSQL):
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.errors import Conflict, LimitExceeded, NotFound, StoreError
+from service.migrations import SchemaChange
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -43,6 +45,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "Principal",
+    "SchemaUpgrade",
     "study_name",
     "validate_job_id",
 ]
@@ -257,6 +260,25 @@ def _initial_progress(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What :meth:`JobStore.upgrade` did: the service tables' change
+    (:class:`service.migrations.SchemaChange`) and Optuna's schema revision before (``None``:
+    no Optuna tables yet) and after."""
+
+    service: SchemaChange
+    optuna_before: str | None
+    optuna_after: str
+
+    def describe(self) -> list[str]:
+        """One line per schema, for people."""
+        if self.optuna_before == self.optuna_after:
+            optuna = f"already at {self.optuna_after}"
+        else:
+            optuna = f"{self.optuna_before or 'empty'} -> {self.optuna_after}"
+        return [f"service tables: {self.service.describe()}", f"Optuna tables: {optuna}"]
+
+
 def create_engine_for(url: str) -> Engine:
     """Engine with the pool and connection settings the store relies on.
 
@@ -362,22 +384,40 @@ class JobStore:
 
     # --- schema ---------------------------------------------------------------------------
 
-    def upgrade(self) -> None:
-        """Create the service tables and create or upgrade Optuna's schema (idempotent)."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execution_options(relaxtune_write=True)
-                with conn.begin():
-                    metadata.create_all(conn)
-        except SQLAlchemyError as exc:
-            raise StoreError("creating the service tables", exc) from exc
-        self._upgrade_optuna()
+    def upgrade(self) -> SchemaUpgrade:
+        """Upgrade the service tables (Alembic, ``service/migrations``) and create or upgrade
+        Optuna's (Optuna's own migrations); idempotent. Returns what changed.
 
-    def _upgrade_optuna(self) -> None:
+        Processes opening the store at once upgrade one after the other (see
+        :func:`service.migrations.schema_transaction`). A database whose service tables were
+        made by ``create_all`` before migrations existed is stamped at the initial revision.
+        """
+        service = self._upgrade_service()
+        before, after = self._upgrade_optuna()
+        return SchemaUpgrade(service=service, optuna_before=before, optuna_after=after)
+
+    def _upgrade_service(self) -> SchemaChange:
+        # Imported here: Alembic is only needed when the schema is touched.
+        from alembic.util import CommandError
+
+        from service import migrations
+
+        try:
+            with migrations.schema_transaction(self.engine) as conn:
+                change = migrations.upgrade(conn)
+        except (SQLAlchemyError, CommandError) as exc:
+            # CommandError: e.g. a revision this code does not know (a newer release's)
+            raise StoreError("migrating the service tables", exc) from exc
+        if change.changed:
+            logger.info("service tables: %s", change.describe())
+        return change
+
+    def _upgrade_optuna(self) -> tuple[str | None, str]:
         # Imported here: optuna is heavy and only the schema commands and trial reads need it.
         from optuna.storages import RDBStorage
 
         try:
+            before = self._optuna_revision()
             # Creating the storage creates Optuna's tables when missing; a database made by an
             # older Optuna fails the compatibility check, so skip it and migrate explicitly.
             storage = RDBStorage(self.url, skip_compatibility_check=True)
@@ -385,10 +425,18 @@ class JobStore:
                 if storage.get_current_version() != storage.get_head_version():
                     logger.info("upgrading the Optuna schema to %s", storage.get_head_version())
                     storage.upgrade()
+                return before, storage.get_current_version()
             finally:
                 storage.engine.dispose()
         except SQLAlchemyError as exc:
             raise StoreError("creating or upgrading Optuna's tables", exc) from exc
+
+    def _optuna_revision(self) -> str | None:
+        """Optuna's schema revision (its own ``alembic_version`` table); ``None`` if absent."""
+        from alembic.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def optuna_storage(self) -> Any:
         """A cached ``optuna.storages.RDBStorage`` on this database (for reading studies).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 import secrets
 import shutil
 import threading
@@ -25,35 +24,17 @@ import sqlalchemy as sa
 from service.errors import Conflict, LimitExceeded, NotFound, StoreError
 from service.store import JOB_ID_PATTERN, JobStore, Principal
 
-PG_URL = os.environ.get(
-    "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SPEC = {"name": "demo", "task": "rotated_mnist", "budget": {"trials": 4, "epochs": 2}}
 
 
 @pytest.fixture(scope="session")
-def pg_database_url(missing: Any) -> Iterator[str]:
+def pg_database_url(pg_databases: Any) -> Iterator[str]:
     """URL of a throwaway PostgreSQL database that lives for the test session."""
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        missing("PG", f"PostgreSQL unreachable at {PG_URL}: {exc.orig}")
-    name = f"relaxtune_test_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with pg_databases() as url:
         store = JobStore(url)
         store.upgrade()
         store.close()
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")
