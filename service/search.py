@@ -480,15 +480,13 @@ def _check_placement(spec: JobSpec) -> None:
 
 def trial_base(spec: Any, trials_dir: Path) -> dict[str, Any]:
     """What every trial of ``spec`` shares: the ``base`` argument of
-    ``workers.trainable.relax_trial`` (task, model, data, epochs, seed, device, trial folders)."""
+    ``workers.trainable.relax_trial`` (``trial``: the job's :class:`TrialConfig` as a dict,
+    without hyperparameters; ``trials_dir``: the folder of the trials' folders)."""
+    from workers.training import TrialConfig
+
     return {
-        "task": spec.task,
-        "model": dict(spec.model),
-        "data": dict(spec.data),
-        "epochs": spec.budget.epochs,
-        "seed": spec.seed,
+        "trial": TrialConfig.from_spec(spec, {}).to_dict(),
         "trials_dir": str(trials_dir),
-        "device": "cuda" if spec.resources.gpu > 0 else "cpu",
     }
 
 
@@ -794,7 +792,7 @@ def export_best(
     Writes ``<artifacts>/jobs/<id>/best`` atomically (a failure leaves the trials intact and
     the export can be retried with ``relaxtune export JOB``).
     """
-    from workers.training import Trainer, TrialConfig, verify_checkpoint, write_checkpoint
+    from workers.training import CheckpointError, TrialConfig, export_trial
 
     storage = optuna_storage(db_url)
     study = study or optuna.load_study(study_name=study_name(job_id), storage=storage)
@@ -809,23 +807,13 @@ def export_best(
     job_spec = parse_spec(spec)
     # fixed parameters of the space are not Optuna params: rebuild the full dict
     hparams = check_hparams(_trial_hparams(job_spec, trial))
-    config = TrialConfig(
-        task=job_spec.task,
-        model=dict(job_spec.model),
-        data=dict(job_spec.data),
-        hparams=hparams,
-        epochs=job_spec.budget.epochs,
-        seed=job_spec.seed,
-        device="cpu",
-    )
-    trainer = Trainer(config)
-    if not trainer.load_state(trial_dir):
-        raise ExportFailed(f"trial {trial.number}: no saved state in {trial_dir}")
     out = job_dir(artifacts_dir, job_id) / "best"
-    _, metrics = write_checkpoint(trainer, out)
-    verification = verify_checkpoint(out)
-    if not verification["passed"]:
-        raise ExportFailed(f"exported checkpoint does not verify: {verification['problems']}")
+    try:
+        metrics = export_trial(
+            TrialConfig.from_spec(job_spec, hparams, device="cpu"), trial_dir, out
+        )
+    except CheckpointError as exc:
+        raise ExportFailed(f"trial {trial.number}: {exc}") from exc
     certificate = json.loads((out / "certificate.json").read_text())
     artifact_id = _attach_artifact(study, trial, out, artifacts_dir)
     # Optuna refuses edits to finished trials, so the link lives on the study

@@ -92,15 +92,7 @@ def _run_trial(
     number: int,
     trial_dir: Path,
 ) -> None:
-    trial_config = TrialConfig(
-        task=base["task"],
-        model=base["model"],
-        data=base["data"],
-        hparams=hparams,
-        epochs=int(base["epochs"]),
-        seed=int(base["seed"]),
-        device=base.get("device", "auto"),
-    )
+    trial_config = TrialConfig.from_dict({**base["trial"], "hparams": hparams})
     trainer = Trainer(trial_config)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # Ray retrying this trial after a worker failure
@@ -135,8 +127,8 @@ def report_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     ``config[REPORT_RUN]``: the index of this run in ``base["runs"]``, whose entries hold
     ``hparams``, ``seed`` (the training seed) and ``dir`` (the run's folder: ``state/`` holds
     the epoch state it resumes from, ``model/`` the checkpoint folder of its final projected
-    model). ``base`` also holds task, model, data, epochs, ``data_seed`` (the search's seed, so
-    every run sees the search's data split) and device.
+    model). ``base`` also holds ``trial`` (the job's ``TrialConfig`` as a dict) and
+    ``data_seed`` (the search's seed, so every run sees the search's data split).
 
     Trains like a search trial (one Tune report per epoch), then writes the checkpoint folder,
     whose ``metrics.json`` holds the projected model's test metric, measured once: a run
@@ -148,15 +140,13 @@ def report_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     run = base["runs"][int(config[REPORT_RUN])]
     run_dir = Path(run["dir"])
     state_dir, model_dir = run_dir / "state", run_dir / "model"
-    trial_config = TrialConfig(
-        task=base["task"],
-        model=base["model"],
-        data=base["data"],
-        hparams=dict(run["hparams"]),
-        epochs=int(base["epochs"]),
-        seed=int(run["seed"]),
-        data_seed=int(base["data_seed"]),
-        device=base.get("device", "auto"),
+    trial_config = TrialConfig.from_dict(
+        {
+            **base["trial"],
+            "hparams": dict(run["hparams"]),
+            "seed": int(run["seed"]),
+            "data_seed": int(base["data_seed"]),
+        }
     )
     trainer = Trainer(trial_config)
     checkpoint = tune.get_checkpoint()

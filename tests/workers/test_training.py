@@ -13,9 +13,11 @@ import torch
 
 from search_spaces import SpecError
 from workers.training import (
+    CheckpointError,
     Trainer,
     TrialConfig,
     TrialDivergedError,
+    export_trial,
     train,
     trial_config_from_spec,
     verify_checkpoint,
@@ -225,3 +227,34 @@ def test_bad_set_keys_fail_before_training():
         spec, ["relax.schedule=cosine", "optim.lr=0.01"], seed=3, epochs=2
     )
     assert config.hparams["relax.schedule"] == "cosine" and config.seed == 3 and config.epochs == 2
+
+
+def test_export_trial_writes_a_verified_folder_from_a_saved_state(tmp_path):
+    config = _config("nbody", epochs=2)
+    trainer = Trainer(config)
+    trainer.fit()
+    trainer.save_state(tmp_path / "state")
+    metrics = export_trial(config, tmp_path / "state", tmp_path / "best")
+    assert verify_checkpoint(tmp_path / "best")["passed"]
+    assert metrics["epochs"] == 2 and metrics == json.loads(
+        (tmp_path / "best/metrics.json").read_text()
+    )
+    with pytest.raises(CheckpointError, match="no saved state"):
+        export_trial(config, tmp_path / "nothing", tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_trial_config_from_spec_takes_the_spec_unless_told():
+    from search_spaces import example_path, parse_spec
+
+    spec = parse_spec(example_path("quick_nbody").read_text())
+    config = TrialConfig.from_spec(spec, {"optim.lr": 0.01})
+    assert (config.task, config.model, config.data) == (
+        spec.task,
+        dict(spec.model),
+        dict(spec.data),
+    )
+    assert (config.epochs, config.seed, config.device) == (spec.budget.epochs, spec.seed, "cpu")
+    assert config.hparams == {"optim.lr": 0.01} and config.data_seed is None
+    other = TrialConfig.from_spec(spec, {}, seed=7, epochs=3, data_seed=0, device="auto")
+    assert (other.seed, other.epochs, other.data_seed, other.device) == (7, 3, 0, "auto")

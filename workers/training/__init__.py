@@ -3,6 +3,7 @@
 from ._checkpoint import VERIFY_TOLERANCE, CheckpointError, verify_checkpoint, write_checkpoint
 from ._cli import cli_train, trial_config_from_spec
 from ._config import TrialConfig
+from ._export_trial import export_trial
 from ._hooks import ConsoleHook
 from ._loop import (
     EpochReport,
@@ -24,6 +25,7 @@ __all__ = [
     "TrialConfig",
     "TrialDivergedError",
     "cli_train",
+    "export_trial",
     "pick_device",
     "train",
     "trial_config_from_spec",

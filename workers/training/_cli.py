@@ -34,15 +34,7 @@ def trial_config_from_spec(
     hparams = job.resolved_space().sample_defaults()
     hparams.update(parse_set_overrides(sets or []))
     hparams = check_hparams(hparams, field="set")
-    return TrialConfig(
-        task=job.task,
-        model=dict(job.model),
-        data=dict(job.data),
-        hparams=hparams,
-        epochs=int(epochs if epochs is not None else job.budget.epochs),
-        seed=int(seed if seed is not None else job.seed),
-        device=device,
-    )
+    return TrialConfig.from_spec(job, hparams, seed=seed, epochs=epochs, device=device)
 
 
 def cli_train(
