@@ -18,7 +18,6 @@ trained (its seed spread is still worth knowing), and the verdict says so.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from search_spaces import is_relaxing, relaxation_off
 from service import _gain_stats
+from service._json import finite_or_none
 
 AS_FOUND = "as_found"
 RELAXATION_OFF = "relaxation_off"
@@ -125,16 +125,6 @@ def is_interrupted(reason: Any) -> bool:
     return isinstance(reason, str) and reason.startswith(INTERRUPTED_REASONS)
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _state_name(trial: Any) -> str:
     state = getattr(trial, "state", None)
     return getattr(state, "name", str(state))
@@ -205,7 +195,7 @@ def build_report(
             if trial is None:
                 continue
             state = _state_name(trial)
-            test = _finite(trial.user_attrs.get(ATTR_TEST))
+            test = finite_or_none(trial.user_attrs.get(ATTR_TEST))
             if state == "COMPLETE" and test is not None:
                 values[arm][seed] = quantity.of(test)
                 progress["done"] += 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -36,6 +35,7 @@ from optuna.trial import TrialState
 
 from search_spaces import JobSpec, SpecError, check_hparams
 from service import gain
+from service._json import finite_or_none, json_safe
 from service.errors import Conflict
 from service.search import (
     _CANCEL_EVENTS,
@@ -143,9 +143,9 @@ class _Recording:
         if history and history[-1].get("epoch") == epoch:
             return
         keys = ("epoch", "theta", "val_projected", "val_relaxed", "train_loss")
-        history.append({k: _json_safe(result.get(k)) for k in keys})
+        history.append({k: json_safe(result.get(k)) for k in keys})
         ot = self.trials[index]
-        value = _finite(result.get("val_projected"))
+        value = finite_or_none(result.get("val_projected"))
         if value is not None:
             ot.report(value, int(epoch))
         ot.set_user_attr("history", history)
@@ -154,7 +154,7 @@ class _Recording:
         self.start(index)
         ot = self.trials[index]
         final = self.final.get(index, {})
-        test, val = _finite(final.get("test_value")), _finite(final.get("val_value"))
+        test, val = finite_or_none(final.get("test_value")), finite_or_none(final.get("val_value"))
         if final.get("diverged"):
             self.close(index, TrialState.FAIL, None, f"diverged: {final['diverged']}")
         elif test is not None and val is not None:
@@ -225,20 +225,6 @@ class _ReportRecorder(_callback_base()):
         recording, index = self._target(trial)
         error = getattr(trial, "error_file", None) or "see the Ray logs"
         recording.close(index, TrialState.FAIL, None, f"error: {error}")
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def read_report(

@@ -36,6 +36,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
+from service._json import json_safe
 from service.errors import ExportFailed, SearchFailed
 from service.strategy import (
     REQUEUED,
@@ -186,7 +187,7 @@ def _make_searcher_class():
                 if "history" not in ot_trial.user_attrs:
                     ot_trial.set_user_attr("history", history)
                 return
-            history.append(_json_safe(entry))
+            history.append(json_safe(entry))
             if result.get("first_batch_at") and "first_batch_at" not in ot_trial.user_attrs:
                 # when the trial began training (its first attempt's first batch)
                 ot_trial.set_user_attr("first_batch_at", float(result["first_batch_at"]))
@@ -209,7 +210,7 @@ def _make_searcher_class():
             value = last.get(self.metric)
             for key in FINAL_ATTRS:
                 if last.get(key) is not None:
-                    ot_trial.set_user_attr(key, _json_safe(last[key]))
+                    ot_trial.set_user_attr(key, json_safe(last[key]))
             if "theta" in last:
                 ot_trial.set_user_attr("final_theta", float(last["theta"]))
             if last.get("diverged"):
@@ -286,14 +287,6 @@ def failure_reason(study: optuna.Study) -> str | None:
     return None
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 # ---- resume: reconcile what a dead driver left behind ----------------------------------
 def reconcile_study(study: optuna.Study) -> int:
     """Mark trials left RUNNING by a dead driver FAIL and re-queue their parameters (with
@@ -332,7 +325,7 @@ def _saved_history(trial_dir: Path) -> list[dict[str, Any]]:
     except Exception as exc:  # an unreadable state: fall back to what Optuna recorded
         log.warning("cannot read %s/state.pt: %s", trial_dir, exc)
         return []
-    return [_json_safe(dict(r)) for r in state.get("reports", [])]
+    return [json_safe(dict(r)) for r in state.get("reports", [])]
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -834,9 +827,7 @@ def export_best(
         "checkpoint": str(out.resolve()),
         "artifact_id": artifact_id,
     }
-    (out.parent / "best.json").write_text(
-        json.dumps(_json_safe(best), indent=2, default=str) + "\n"
-    )
+    (out.parent / "best.json").write_text(json.dumps(json_safe(best), indent=2, default=str) + "\n")
     return best
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api._schemas import finite
+from service._json import json_safe
 from service.api._trials_sql import read_study_snapshot
 from service.errors import LimitExceeded
 from service.gain import build_report, report_study_name
@@ -21,7 +21,7 @@ def read_job_report(store: JobStore, job: Job) -> dict[str, Any]:
     objective = spec.get("objective") or {}
     requested = (spec.get("report") or {}).get("seeds")
     source = (job.best or {}).get("trial")
-    return finite(
+    return json_safe(
         build_report(
             snapshot.trials if snapshot is not None else [],
             job_id=job.id,

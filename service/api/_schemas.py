@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service._json import json_safe
 from service.store import Job
 
 __all__ = [
@@ -18,19 +18,7 @@ __all__ = [
     "ReportPublic",
     "TrialPublic",
     "TrialsPublic",
-    "finite",
 ]
-
-
-def finite(value: Any) -> Any:
-    """Replace NaN and infinities (which JSON cannot carry) by ``None``, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 class ErrorDetail(BaseModel):
@@ -88,8 +76,8 @@ class JobPublic(BaseModel):
             tenant=job.tenant,
             status=job.status,
             cancel_requested=job.cancel_requested,
-            progress=finite(job.progress),
-            best=finite(job.best),
+            progress=json_safe(job.progress),
+            best=json_safe(job.best),
             error=job.error,
             spec=job.spec,
             created_at=job.created_at,

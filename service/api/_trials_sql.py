@@ -33,7 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.api._schemas import TrialsPublic, finite
+from service._json import json_safe
+from service.api._schemas import TrialsPublic
 from service.errors import StoreError
 from service.store import JobStore
 
@@ -222,9 +223,9 @@ def _trial_dicts(conn: Connection, study_id: int, with_history: bool) -> list[di
             {
                 "number": number,
                 "state": state.name,
-                "value": finite(values[0]) if len(values) == 1 else None,
-                "params": finite(rows.params.get(trial_id, {})),
-                "user_attrs": finite(rows.attrs.get(trial_id, {})),
+                "value": json_safe(values[0]) if len(values) == 1 else None,
+                "params": json_safe(rows.params.get(trial_id, {})),
+                "user_attrs": json_safe(rows.attrs.get(trial_id, {})),
                 "last_step": max(steps) if steps else None,
                 "datetime_start": start,
                 "datetime_complete": complete,

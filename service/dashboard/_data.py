@@ -14,7 +14,6 @@ below merge both and turn anything non-numeric or non-finite into ``None``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from service._json import finite_or_none
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,6 @@ def trials_of(source: TrialsSource) -> list[FrozenTrial]:
     else:
         trials = list(source)
     return sorted(trials, key=lambda t: t.number)
-
-
-def finite_or_none(value: Any) -> float | None:
-    """``value`` as a float, or ``None`` when it is missing, not a number, NaN or infinite.
-
-    Booleans are refused: ``True`` in a metric slot is a bug upstream, not the number 1.
-    """
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def epoch_records(trial: FrozenTrial) -> list[dict[str, float | int | None]]:

@@ -22,7 +22,7 @@ from test_store_contract import (  # noqa: F401  (fixtures)
 )
 
 from service.api import create_app
-from service.api._schemas import finite
+from service._json import json_safe as finite
 from service.settings import Settings
 from service.store import JobStore
 

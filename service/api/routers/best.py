@@ -11,8 +11,9 @@ from typing import IO, Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from service._json import json_safe
 from service.api._deps import CurrentUser, SettingsDep, StoreDep
-from service.api._schemas import BestPublic, finite
+from service.api._schemas import BestPublic
 from service.artifacts import BEST_JSON_FILES, best_dir, iter_best_files, write_zip
 from service.errors import Conflict
 from service.store import Job
@@ -72,10 +73,10 @@ def get_best(job_id: str, user: CurrentUser, store: StoreDep, settings: Settings
     )
     return BestPublic(
         job_id=job.id,
-        params=finite(params),
-        metrics=finite(metrics),
-        certificate=finite(certificate),
-        config=finite(config),
+        params=json_safe(params),
+        metrics=json_safe(metrics),
+        certificate=json_safe(certificate),
+        config=json_safe(config),
         files=[name for _, name in iter_best_files(folder)],
     )
 
