@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 
 from search_spaces import JobSpec, SpecError, check_hparams
 from service import gain
+from service._internals import fail_left_running
 from service._json import finite_or_none, json_safe
 from service.errors import Conflict
 from service.search import (
@@ -76,10 +77,7 @@ def _reconcile(study: optuna.Study) -> int:
     """Mark runs a dead driver left RUNNING as interrupted (they run again)."""
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(
-            trial._trial_id, gain.ATTR_STOP, "driver stopped; run again"
-        )
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        fail_left_running(study, trial, gain.ATTR_STOP, "driver stopped; run again")
         count += 1
     return count
 

@@ -36,6 +36,12 @@ import optuna
 from optuna.trial import TrialState
 
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
+from service._internals import (
+    fail_left_running,
+    optuna_study_of,
+    optuna_trial_of,
+    optuna_trials_of,
+)
 from service._json import json_safe
 from service.errors import ExportFailed, SearchFailed
 from service.strategy import (
@@ -150,7 +156,7 @@ def _make_searcher_class():
             config = super().suggest(trial_id)
             if config is None:
                 return None
-            ot_trial = self._ot_trials[trial_id]
+            ot_trial = optuna_trial_of(self, trial_id)
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             for key, value in self.trial_attrs.items():
                 ot_trial.set_user_attr(key, value)
@@ -170,7 +176,7 @@ def _make_searcher_class():
             return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            ot_trial = self._ot_trials[trial_id]
+            ot_trial = optuna_trial_of(self, trial_id)
             if "diverged" in result:  # the trial's last word: why it stopped, not an epoch
                 self._last[trial_id] = {**self._last.get(trial_id, {}), **result}
                 return
@@ -201,7 +207,7 @@ def _make_searcher_class():
         ) -> None:
             if trial_id in self._completed_trials:
                 return
-            ot_trial = self._ot_trials[trial_id]
+            ot_trial = optuna_trial_of(self, trial_id)
             if result and not error and "epoch" in result and "diverged" not in result:
                 # a result the scheduler stopped on reaches the searcher only here
                 self.on_trial_result(trial_id, result)
@@ -231,7 +237,7 @@ def _make_searcher_class():
             else:
                 state = TrialState.COMPLETE
             try:
-                self._ot_study.tell(ot_trial, value, state=state)
+                optuna_study_of(self).tell(ot_trial, value, state=state)
             except Exception as exc:  # a trial already finished elsewhere must not stop the search
                 log.warning("could not record trial %s: %s", ot_trial.number, exc)
             self._completed_trials.add(trial_id)
@@ -243,7 +249,7 @@ def _make_searcher_class():
             them RUNNING: a resume re-queues them to continue."""
             if self.cancel_reason != TIMED_OUT:
                 return
-            for trial_id, ot_trial in list(self._ot_trials.items()):
+            for trial_id, ot_trial in optuna_trials_of(self).items():
                 if trial_id in self._completed_trials:
                     continue
                 last = self._last.get(trial_id)
@@ -252,7 +258,7 @@ def _make_searcher_class():
                     continue
                 ot_trial.set_user_attr("stop_reason", TIMED_OUT)
                 try:
-                    self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+                    optuna_study_of(self).tell(ot_trial, None, state=TrialState.FAIL)
                 except Exception as exc:
                     log.warning("could not record trial %s: %s", ot_trial.number, exc)
                 self._completed_trials.add(trial_id)
@@ -295,8 +301,7 @@ def reconcile_study(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if trial.state == TrialState.WAITING:
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "stop_reason", REQUEUED)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        fail_left_running(study, trial, "stop_reason", REQUEUED)
         attrs = {"requeued_from": trial.number}
         if STAGE_ATTR in trial.user_attrs:  # a two-stage trial stays in its stage
             attrs[STAGE_ATTR] = trial.user_attrs[STAGE_ATTR]
@@ -723,7 +728,7 @@ def _make_checkpoint_recorder():
 
         def on_trial_save(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             searcher = _SEARCHERS.get(self.run_name)
-            ot_trial = searcher._ot_trials.get(trial.trial_id) if searcher else None
+            ot_trial = optuna_trial_of(searcher, trial.trial_id) if searcher else None
             epoch = (trial.last_result or {}).get("done_epochs")
             if ot_trial is None or not epoch:
                 return
