@@ -156,6 +156,7 @@ def coerce_value(key: str, value: Any, field: str) -> Any:
         if not isinstance(value, bool):
             raise SpecError(field, f"{key} takes true or false, got {value!r}")
         return value
+    result: int | float | None
     if isinstance(default, int):
         result = _as_int(value)
         if result is None:

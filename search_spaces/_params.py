@@ -386,7 +386,7 @@ class SearchSpace:
             check_key(key, field)
             if key in checked:
                 raise SpecError(field, f"{key} is given twice")
-            if not isinstance(param, tuple(_PARAM_CLASSES.values())):
+            if not isinstance(param, FloatParam | IntParam | CategoricalParam | FixedParam):
                 raise SpecError(field, f"not a parameter: {param!r}")
             param = param._checked(key, field)
             self._check_condition(key, param.when, checked, f"{field}.when")

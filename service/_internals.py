@@ -28,8 +28,13 @@ def fail_left_running(study: optuna.Study, trial: FrozenTrial, key: str, reason:
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-def optuna_trial_of(searcher: Any, tune_trial_id: str) -> optuna.trial.Trial | None:
-    """The Optuna trial Ray's ``OptunaSearch`` opened for a Tune trial (``None``: none)."""
+def optuna_trial_of(searcher: Any, tune_trial_id: str) -> optuna.trial.Trial:
+    """The Optuna trial Ray's ``OptunaSearch`` opened for a Tune trial (``KeyError``: none)."""
+    return searcher._ot_trials[tune_trial_id]
+
+
+def find_optuna_trial(searcher: Any, tune_trial_id: str) -> optuna.trial.Trial | None:
+    """:func:`optuna_trial_of`, or ``None`` when the searcher opened none for that trial."""
     return searcher._ot_trials.get(tune_trial_id)
 
 

@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from search_spaces import STAGE_ATTR, JobSpec, SpecError, space_for_stage
 from service._internals import (
     fail_left_running,
+    find_optuna_trial,
     optuna_study_of,
     optuna_trial_of,
     optuna_trials_of,
@@ -728,7 +729,7 @@ def _make_checkpoint_recorder():
 
         def on_trial_save(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             searcher = _SEARCHERS.get(self.run_name)
-            ot_trial = optuna_trial_of(searcher, trial.trial_id) if searcher else None
+            ot_trial = find_optuna_trial(searcher, trial.trial_id) if searcher else None
             epoch = (trial.last_result or {}).get("done_epochs")
             if ot_trial is None or not epoch:
                 return

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from service._internals import (
     fail_left_running,
+    find_optuna_trial,
     optuna_study_of,
     optuna_trial_of,
     optuna_trials_of,
@@ -34,7 +36,10 @@ def test_ray_optuna_search_exposes_its_trials_and_study() -> None:
     config = searcher.suggest("tune-1")
     ot_trial = optuna_trial_of(searcher, "tune-1")
     assert isinstance(ot_trial, optuna.trial.Trial) and ot_trial.params["x"] == config["x"]
-    assert optuna_trial_of(searcher, "unknown") is None
+    assert find_optuna_trial(searcher, "tune-1") is ot_trial
+    assert find_optuna_trial(searcher, "unknown") is None
+    with pytest.raises(KeyError):
+        optuna_trial_of(searcher, "unknown")
     assert list(optuna_trials_of(searcher)) == ["tune-1"]
     study = optuna_study_of(searcher)
     assert isinstance(study, optuna.Study) and study.trials[0].number == ot_trial.number
