@@ -33,12 +33,12 @@ def placement_problem(
     """``(field, message)`` when no node in ``nodes`` (each ``{"CPU": n, "GPU": m}``) has
     ``cpu`` CPUs and ``gpu`` GPUs for one trial; ``None`` when one has. ``where`` names the
     cluster in the message ("this server's Ray", "the Ray cluster")."""
-    nodes = [(float(n.get("CPU", 0) or 0), float(n.get("GPU", 0) or 0)) for n in nodes]
-    if any(c >= cpu and g >= gpu for c, g in nodes):
+    sizes = [(float(n.get("CPU", 0) or 0), float(n.get("GPU", 0) or 0)) for n in nodes]
+    if any(c >= cpu and g >= gpu for c, g in sizes):
         return None
-    most_cpu = max((c for c, _ in nodes), default=0.0)
-    most_gpu = max((g for _, g in nodes), default=0.0)
-    if not nodes:
+    most_cpu = max((c for c, _ in sizes), default=0.0)
+    most_gpu = max((g for _, g in sizes), default=0.0)
+    if not sizes:
         return "resources", f"{where} has no node alive: no trial can start"
     if most_cpu < cpu:
         return (

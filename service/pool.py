@@ -368,8 +368,12 @@ class DriverPool:
             for job_id, d in self._drivers.items()
         ]
         used = {
-            "CPU": min(sum(r["cpu"] for r in running), self.capacity.get("CPU", 0.0)),
-            "GPU": min(sum(r["gpu"] for r in running), self.capacity.get("GPU", 0.0)),
+            "CPU": min(
+                sum(d.demand.cpu for d in self._drivers.values()), self.capacity.get("CPU", 0.0)
+            ),
+            "GPU": min(
+                sum(d.demand.gpu for d in self._drivers.values()), self.capacity.get("GPU", 0.0)
+            ),
         }
         state = {
             "capacity": self.capacity,

@@ -193,7 +193,7 @@ def _callback_base():
     return Callback
 
 
-class _ReportRecorder(_callback_base()):
+class _ReportRecorder(_callback_base()):  # type: ignore[misc]  # Ray's Callback, imported lazily
     """Tune callback handing each report run's results to its :class:`_Recording` (defined
     at module level so that Tune pickles it by reference, with nothing but its key)."""
 
@@ -278,11 +278,11 @@ def _give_up(
         if attrs.get(gain.ATTR_SOURCE) == source_trial and attrs.get(gain.ATTR_ARM) in gain.ARMS:
             latest[(attrs[gain.ATTR_ARM], int(attrs.get(gain.ATTR_SEED, -1)))] = trial
     for run in runs:
-        trial = latest.get(run.key)
-        if trial is None:
+        record = latest.get(run.key)
+        if record is None:
             reason = f"never started: Tune ended {attempts} runs before it"
         else:
-            last = trial.user_attrs.get(gain.ATTR_STOP) or "no reason recorded"
+            last = record.user_attrs.get(gain.ATTR_STOP) or "no reason recorded"
             reason = f"failed in {attempts} Tune runs: {last}"
         ot = study.ask()
         for key, value in {

@@ -114,7 +114,7 @@ def check_objective(spec: JobSpec) -> None:
     """The objective must be the task's metric, in the task's direction."""
     from workers.tasks import get_task_class
 
-    task_cls = get_task_class(spec.task)
+    task_cls: Any = get_task_class(spec.task)  # a Task subclass (workers.tasks)
     expected = f"val_{task_cls.metric}"
     if spec.objective.metric != expected:
         raise SpecError(
@@ -303,7 +303,7 @@ def reconcile_study(study: optuna.Study) -> int:
         if trial.state == TrialState.WAITING:
             continue
         fail_left_running(study, trial, "stop_reason", REQUEUED)
-        attrs = {"requeued_from": trial.number}
+        attrs: dict[str, Any] = {"requeued_from": trial.number}
         if STAGE_ATTR in trial.user_attrs:  # a two-stage trial stays in its stage
             attrs[STAGE_ATTR] = trial.user_attrs[STAGE_ATTR]
         trial_dir = trial.user_attrs.get("checkpoint")
@@ -607,6 +607,7 @@ def run_search(
         "job_id": job_id,
     }
     if timed_out:
+        assert best is not None  # a search that completed no trial raised above
         finished = final["complete"] + final["pruned"] + final["failed"]
         result["error"] = (
             f"{clock.message()}: {finished} of {total} trials finished; the best so far "
@@ -752,7 +753,7 @@ def _stopper_base():
     return Stopper
 
 
-class _CancelStopper(_stopper_base()):
+class _CancelStopper(_stopper_base()):  # type: ignore[misc]  # Ray's Stopper, imported lazily
     """Tune stopper that ends the whole experiment once the job is cancelled."""
 
     def __init__(self, job_id: str) -> None:
@@ -780,7 +781,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     if not completed:
         raise ExportFailed("no completed trial to export")
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return (max if maximize else min)(completed, key=lambda t: t.value)
+    return (max if maximize else min)(completed, key=lambda t: float(t.value))  # type: ignore[arg-type]
 
 
 def export_best(

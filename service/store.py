@@ -129,6 +129,11 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
+def _iso(value: datetime | None) -> str | None:
+    utc = _utc(value)
+    return None if utc is None else utc.isoformat()
+
+
 def study_name(job_id: str) -> str:
     """Name of the Optuna study that holds a job's trials."""
     return f"job-{validate_job_id(job_id)}"
@@ -927,8 +932,7 @@ class JobStore:
         with self._read("reading the cluster state") as conn:
             rows = conn.execute(query).all()
         return {
-            r.worker_id: {**json.loads(r.state), "updated_at": _utc(r.updated_at).isoformat()}
-            for r in rows
+            r.worker_id: {**json.loads(r.state), "updated_at": _iso(r.updated_at)} for r in rows
         }
 
     # --- tokens ---------------------------------------------------------------------------

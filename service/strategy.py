@@ -187,4 +187,4 @@ def _best(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTrial | None:
     if not complete:
         return None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return (max if maximize else min)(complete, key=lambda t: t.value)
+    return (max if maximize else min)(complete, key=lambda t: float(t.value or 0.0))

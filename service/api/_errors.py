@@ -75,7 +75,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             method
             for route in request.app.router.routes + _api_routes(request.app)
             if isinstance(route, APIRoute) and route.path_regex.match(path)
-            for method in route.methods
+            for method in route.methods or ()
         }
         if methods:
             exc = StarletteHTTPException(

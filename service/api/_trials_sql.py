@@ -145,8 +145,8 @@ def _fingerprint_query() -> Any:
 def _fingerprint(conn: Connection, study_id: int) -> str:
     """Changes whenever anything the trials endpoint returns changes (module docstring)."""
     rows = conn.execute(_fingerprint_query(), {"study_id": study_id}).all()
-    rows = sorted((tuple(r) for r in rows), key=repr)
-    digest = hashlib.blake2b(repr((study_id, rows)).encode(), digest_size=16)
+    ordered = sorted((tuple(r) for r in rows), key=repr)
+    digest = hashlib.blake2b(repr((study_id, ordered)).encode(), digest_size=16)
     return digest.hexdigest()
 
 

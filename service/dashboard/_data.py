@@ -96,10 +96,7 @@ def epoch_records(trial: FrozenTrial) -> list[dict[str, float | int | None]]:
                 record[key] = finite_or_none(entry.get(key))
             by_epoch[epoch] = record
     for step, value in trial.intermediate_values.items():
-        record = by_epoch.get(step)
-        if record is None:
-            record = {"epoch": step, **dict.fromkeys(EPOCH_METRIC_KEYS)}
-            by_epoch[step] = record
+        record = by_epoch.setdefault(step, {"epoch": step, **dict.fromkeys(EPOCH_METRIC_KEYS)})
         if record["val_projected"] is None:
             record["val_projected"] = finite_or_none(value)
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
