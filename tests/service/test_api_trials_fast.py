@@ -21,8 +21,8 @@ from test_store_contract import (  # noqa: F401  (fixtures)
     store_url,
 )
 
-from service.api import create_app
 from service._json import json_safe as finite
+from service.api import create_app
 from service.settings import Settings
 from service.store import JobStore
 

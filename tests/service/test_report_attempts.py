@@ -9,24 +9,13 @@ from typing import Any
 
 import optuna
 import pytest
+from test_report import RELAXED, tiny
 
 from search_spaces import parse_spec
 from service import gain, report
 from service.search import study_name
 
-SPEC = {
-    "name": "attempts",
-    "task": "nbody",
-    "model": {"hidden": 16, "layers": 2},
-    "data": {"train_size": 100, "val_size": 50, "test_size": 50},
-    "search_space": {"relax.schedule": "triangular", "relax.theta_max": 0.5},
-    "budget": {"trials": 1, "epochs": 2, "max_concurrent": 1},
-    "objective": {"metric": "val_mse", "mode": "min"},
-    "resources": {"cpu": 1, "gpu": 0},
-    "scheduler": "none",
-    "seed": 0,
-    "report": {"seeds": 2},
-}
+SPEC = tiny(RELAXED)  # a relaxing best: its report has 2 arms × 2 seeds
 
 
 def _searched_job(url: str) -> None:
