@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from search_spaces import SpecError
+from search_spaces import Hyperparameters, SpecError
 from workers.training import (
     CheckpointError,
     Trainer,
@@ -95,6 +95,10 @@ def test_one_epoch_writes_a_checkpoint_that_loads_in_plain_torch(task, tmp_path)
     assert certificate["relaxed_errors"], "relaxed model's errors are recorded too"
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"test_{metrics['metric']}" in metrics and len(metrics["history"]) == 1
+    # every hyperparameter the run used is recorded, those it took as defaults included
+    recorded = json.loads((out / "config.json").read_text())["hparams"]
+    assert recorded == Hyperparameters.from_flat(RELAXED).flat()
+    assert set(recorded) > set(RELAXED) and recorded["optim.grad_clip"] == 1.0
     # a fresh interpreter outside the repository, with only torch (+ safetensors) imported
     proc = subprocess.run(
         [sys.executable, "-c", _PLAIN_TORCH_CHECK, str(out)],

@@ -116,7 +116,7 @@ def write_checkpoint(trainer: Trainer, out_dir: str | Path) -> tuple[Path, dict[
         "mode": task.mode,
         "model": config.model,
         "data": config.data,
-        "hparams": config.hparams,
+        "hparams": trainer.hparams.flat(),  # complete: defaults included
         "epochs": config.epochs,
         "seed": config.seed,
         "input_shapes": [list(t.shape[1:]) for t in inputs],
