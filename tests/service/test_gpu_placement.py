@@ -31,6 +31,7 @@ SPEC = {
     "model": {"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
     "data": {"train_size": 128, "val_size": 64, "test_size": 64},
     "search_space": "relax",
+    "strategy": "joint",  # one Tune run: all four trials in it
     # four trials at once: with 0.5 GPU each they fill both declared GPUs exactly
     "budget": {"trials": 4, "epochs": 1, "max_concurrent": 4},
     "objective": {"metric": "val_accuracy", "mode": "max"},
@@ -99,6 +100,11 @@ def test_half_gpu_trials_are_placed_two_per_gpu(fake_gpu_ray, tmp_path: Path) ->
     for gpu_ids, visible in placement.values():
         # half a GPU is one GPU id, and CUDA_VISIBLE_DEVICES shows the trial only that one
         assert len(gpu_ids.split(",")) == 1 and gpu_ids == visible, placement
+    # the four ran at the same time (each began training before any had finished), so the
+    # two GPUs held two trials each
+    began = max(float(r["first_batch_at"]) for r in per_trial.values())
+    ended = min(float(r["timestamp"]) for r in per_trial.values())
+    assert began <= ended + 1, "the trials did not overlap: placement says nothing"
     assert Counter(g for g, _ in placement.values()) == {"0": 2, "1": 2}, placement
     # the GPU spec made cuda trials; the override kept them on the CPU of this machine
     assert {r["device"] for r in per_trial.values()} == {"cpu"}
