@@ -411,6 +411,7 @@ def _conc_worker(
                     hparams=hparams,
                     epochs=1,
                     seed=index,
+                    data_seed=0,  # one data set (cached on disk) for every process
                     device=device_name,
                     norm_samples=size["norm_samples"],
                 )
@@ -460,6 +461,7 @@ def _conc_worker(
                 torch.cuda.empty_cache()
     except BaseException as exc:
         queue.put({"index": index, "error": f"{type(exc).__name__}: {exc}"})
+        barrier.abort()  # the others stop waiting for this one
         raise
 
 
@@ -470,6 +472,10 @@ def concurrency(device: torch.device, size: dict[str, Any], deadline: float) -> 
     # a Ray worker does); on the CPU, fork saves those imports (CPU mode's time)
     method = "spawn" if device.type == "cuda" else "fork"
     ctx = mp.get_context(method)
+    from workers.tasks import build_task
+
+    for task in TASKS:  # the data once here (a cached file), not in every process at once
+        build_task(task, size["models"][task], size["conc_data"]).build_data(0)
     levels: dict[str, Any] = {}
     for n in size["levels"]:
         if time.monotonic() > deadline:
