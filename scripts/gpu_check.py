@@ -210,7 +210,7 @@ def contract(task: str, model_cfg: dict[str, Any], device: torch.device, n: int)
             hparams={"relax.schedule": "constant", "relax.theta": 0.5},
             epochs=1,
             seed=0,
-            device=str(device),
+            device=device.type,  # a TrialConfig device: cpu / cuda / auto
             eval_samples=n,
             norm_samples=0,
         )
@@ -295,7 +295,7 @@ def step_cost(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
                 PENALTIES[task],
                 size["step_warmup"],
                 size["step_rounds"],
-                device=str(device),
+                device=device.type,  # a TrialConfig device: cpu / cuda / auto
                 batch_size=batch,
                 sync=sync,
                 breakdown_repeats=size["step_rounds"],
@@ -328,7 +328,7 @@ def training(device: torch.device, size: dict[str, Any], out: Path) -> dict[str,
             hparams=hparams,
             epochs=size["train_epochs"],
             seed=0,
-            device=str(device),
+            device=device.type,  # a TrialConfig device: cpu / cuda / auto
             norm_samples=size["norm_samples"],
         )
         if device.type == "cuda":
@@ -391,9 +391,11 @@ def _conc_worker(
 
         from workers.training import Trainer, TrialConfig
 
-        if device_name == "cpu":
-            torch.set_num_threads(1)
+        # one CPU per trial, as Ray gives a trial with resources.cpu = 1 (OMP_NUM_THREADS=1)
+        torch.set_num_threads(1)
         device = torch.device(device_name)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # what a trial's "cuda" means in this process
         sync = sync_for(device)
         for task in TASKS:
             batch = size["conc_batch"][task]
@@ -412,7 +414,7 @@ def _conc_worker(
                     epochs=1,
                     seed=index,
                     data_seed=0,  # one data set (cached on disk) for every process
-                    device=device_name,
+                    device=device.type,
                     norm_samples=size["norm_samples"],
                 )
             )
@@ -445,6 +447,7 @@ def _conc_worker(
             report: dict[str, Any] = {
                 "index": index,
                 "task": task,
+                "device": str(trainer.device),
                 "samples_per_s": samples / elapsed,
                 "steps": steps,
             }
@@ -509,6 +512,11 @@ def concurrency(device: torch.device, size: dict[str, Any], deadline: float) -> 
                 p.kill()
                 p.join()
         errors = [r["error"] for r in reports if "error" in r]
+        errors += [
+            f"process {r['index']} trained {r['task']} on {r['device']}"
+            for r in reports
+            if "device" in r and torch.device(r["device"]).type != device.type
+        ]
         level: dict[str, Any] = {
             "processes": n,
             "start_method": method,
@@ -692,8 +700,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)  # what a trial's "cuda" means here
     # the workers pick their device from TrialConfig.device: make sure nothing overrides it
     os.environ.pop("RELAXTUNE_DEVICE", None)
     size = sizes(args.quick)
