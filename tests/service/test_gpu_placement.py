@@ -127,3 +127,10 @@ def test_a_cuda_trial_without_a_visible_gpu_fails(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(DEVICE_ENV, "tpu")
     with pytest.raises(SpecError, match=DEVICE_ENV):
         pick_device("auto")
+    monkeypatch.delenv(DEVICE_ENV)
+    # no device string falls back to the CPU unnoticed
+    with pytest.raises(SpecError, match="no GPU is visible"):
+        pick_device("cuda:1")
+    with pytest.raises(SpecError, match="unknown device"):
+        pick_device("gpu")
+    assert pick_device("auto").type == "cpu"

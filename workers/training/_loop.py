@@ -107,11 +107,13 @@ def pick_device(requested: str = "auto") -> torch.device:
         requested = override
     if requested == "cpu":
         return torch.device("cpu")
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" or requested.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise SpecError("device", "cuda requested but no GPU is visible")
-        return torch.device("cuda")
-    return torch.device("cpu")
+        return torch.device(requested)
+    raise SpecError("device", f"unknown device {requested!r}: expected cpu, cuda or auto")
 
 
 def _to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
