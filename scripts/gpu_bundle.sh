@@ -98,9 +98,10 @@ if missing:
 EOF
 
 # 3. this project, without dependencies (for the relaxtune.tasks entry points)
+had_build=$(ls -d build ./*.egg-info 2>/dev/null || true)
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" . >/dev/null ||
   fail "pip wheel of the project"
-rm -rf build ./*.egg-info
+[ -n "$had_build" ] || rm -rf build ./*.egg-info # what the wheel build left, if it was not there
 
 # 4. the size of what a run carries: the working tree (tracked + untracked, not ignored) and
 # the wheels
