@@ -132,5 +132,7 @@ if [ -n "$verify" ]; then
   echo
   echo "gpu_bundle: verifying with $verify ($("$verify" -c 'import sys; print(sys.version.split()[0])'))"
   "$verify" -m pip install -q --no-index --no-deps --target "$scratch/site" "$WHEELS"/*.whl
-  PYTHONPATH=".:$scratch/site" "$verify" scripts/gpu_check.py --device cpu --quick --out "$scratch/out"
+  # --spawn: the concurrency processes start as they do on a GPU (a fresh interpreter each)
+  PYTHONPATH=".:$scratch/site" "$verify" scripts/gpu_check.py --device cpu --quick --spawn \
+    --out "$scratch/out"
 fi

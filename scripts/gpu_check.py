@@ -440,9 +440,9 @@ def _conc_worker(
             while time.perf_counter() - start < size["window_s"]:
                 *inputs, target = next(feed)
                 step(inputs, target)
+                sync()  # Trainer.fit reads each step's loss back (float(loss)): one sync a step
                 samples += int(target.shape[0])
                 steps += 1
-            sync()
             elapsed = time.perf_counter() - start
             report: dict[str, Any] = {
                 "index": index,
@@ -468,12 +468,14 @@ def _conc_worker(
         raise
 
 
-def concurrency(device: torch.device, size: dict[str, Any], deadline: float) -> dict[str, Any]:
+def concurrency(
+    device: torch.device, size: dict[str, Any], deadline: float, spawn: bool = False
+) -> dict[str, Any]:
     import multiprocessing as mp
 
     # CUDA cannot be forked once initialised: spawn (each process imports torch and escnn, as
     # a Ray worker does); on the CPU, fork saves those imports (CPU mode's time)
-    method = "spawn" if device.type == "cuda" else "fork"
+    method = "spawn" if device.type == "cuda" or spawn else "fork"
     ctx = mp.get_context(method)
     from workers.tasks import build_task
 
@@ -680,7 +682,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=os.environ.get("OUT") or "gpu_check_out", help="folder of the figures"
     )
     parser.add_argument(
-        "--budget-s", type=float, default=330.0, help="skip concurrency levels after this"
+        "--budget-s",
+        type=float,
+        default=300.0,
+        help="seconds after which no further concurrency level starts (default 300)",
+    )
+    parser.add_argument(
+        "--spawn",
+        action="store_true",
+        help="start the concurrency processes as on a GPU (spawn) on the CPU too",
     )
     parser.add_argument(
         "--parts",
@@ -753,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
                     if t["device"].split(":")[0] != device.type:
                         result["problems"].append(f"training {task} ran on {t['device']}")
             elif part == "concurrency":
-                result["concurrency"] = concurrency(device, size, deadline)
+                result["concurrency"] = concurrency(device, size, deadline, args.spawn)
                 result["recommendation"] = recommend(
                     result["concurrency"], device, result["environment"]
                 )
