@@ -48,13 +48,13 @@ def _c8_model_config() -> dict[str, Any]:
     return dict(spec["model"])
 
 
-def _base_hparams(**extra: Any) -> dict[str, Any]:
+def _base_hparams(batch_size: int = 64, **extra: Any) -> dict[str, Any]:
     # a constant θ keeps the relaxation term active on every timed step
     return {
         "relax.schedule": "constant",
         "relax.theta": 0.5,
         "relax.projection": "drop",
-        "optim.batch_size": 64,
+        "optim.batch_size": batch_size,
         **extra,
     }
 
@@ -66,15 +66,18 @@ def make_step(
     weights: dict[str, float],
     theta: float | None,
 ) -> Callable[[list[torch.Tensor], torch.Tensor], None]:
-    """One optimisation step as ``Trainer.fit`` does it (θ set, loss + penalties, step);
-    ``theta=None`` is a plain step of a model without relaxed layers."""
+    """One optimisation step as ``Trainer.fit`` does it (θ set, loss + penalties, step; on
+    CUDA the forward pass under bf16 autocast, as there); ``theta=None`` is a plain step of a
+    model without relaxed layers."""
     wanted = tuple(k for k, w in weights.items() if w > 0)
+    device = trainer.device
 
     def step(inputs: list[torch.Tensor], target: torch.Tensor) -> None:
         if theta is not None:
             set_theta(model, theta)
-        output = model(*inputs)
-        loss = trainer.task.loss(output.float(), target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.amp):
+            output = model(*inputs)
+            loss = trainer.task.loss(output.float(), target)
         penalties = compute_penalties(model, wanted) if wanted else {}
         total = loss + sum(weights[k] * v for k, v in penalties.items())
         optimizer.zero_grad(set_to_none=True)
@@ -85,15 +88,21 @@ def make_step(
 
 
 def build_variants(
-    task: str, model_cfg: dict[str, Any], data_cfg: dict[str, Any], penalties: dict[str, float]
-) -> tuple[dict[str, Callable], tuple, dict[str, Any]]:
-    """The three step functions of one task and the fixed batch they train on."""
-    hp = _base_hparams(**{f"relax.lambda_{k}": v for k, v in penalties.items()})
+    task: str,
+    model_cfg: dict[str, Any],
+    data_cfg: dict[str, Any],
+    penalties: dict[str, float],
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> tuple[dict[str, Callable], tuple, dict[str, Any], dict[str, Any]]:
+    """The three step functions of one task and the fixed batch they train on (on
+    ``device``)."""
+    hp = _base_hparams(batch_size, **{f"relax.lambda_{k}": v for k, v in penalties.items()})
     config = TrialConfig(
-        task=task, model=model_cfg, data=data_cfg, hparams=hp, epochs=1, seed=0, device="cpu"
+        task=task, model=model_cfg, data=data_cfg, hparams=hp, epochs=1, seed=0, device=device
     )
     trainer = Trainer(config)  # relaxed model + optimiser + penalty weights, as in a trial
-    *inputs, target = next(iter(trainer.train_loader))
+    *inputs, target = (t.to(trainer.device) for t in next(iter(trainer.train_loader)))
     theta = trainer.theta_at(0.5)
     lr = float(hp.get("optim.lr", 1e-3))
 
@@ -107,10 +116,10 @@ def build_variants(
             task=task,
             model=model_cfg,
             data=data_cfg,
-            hparams=_base_hparams(),
+            hparams=_base_hparams(batch_size),
             epochs=1,
             seed=0,
-            device="cpu",
+            device=device,
         )
     )
     relaxed = make_step(
@@ -145,7 +154,9 @@ def build_variants(
     return variants, (inputs, target), params, models
 
 
-def breakdown(models: dict[str, Any], batch: tuple, repeats: int) -> dict[str, float]:
+def breakdown(
+    models: dict[str, Any], batch: tuple, repeats: int, sync: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     """Median ms of the pieces a relaxed step adds: the relaxed-layer lookup that
     ``set_theta`` and ``compute_penalties`` each do once per step, and each penalty's
     forward + backward on the inputs recorded by one forward pass."""
@@ -155,10 +166,12 @@ def breakdown(models: dict[str, Any], batch: tuple, repeats: int) -> dict[str, f
 
     def median_ms(fn: Callable[[], Any]) -> float:
         fn()
+        sync()
         ts = []
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
+            sync()
             ts.append(time.perf_counter() - start)
         return statistics.median(ts) * 1e3
 
@@ -176,13 +189,19 @@ def breakdown(models: dict[str, Any], batch: tuple, repeats: int) -> dict[str, f
 
 
 def time_interleaved(
-    variants: dict[str, Callable], batch: tuple, warmup: int, rounds: int
+    variants: dict[str, Callable],
+    batch: tuple,
+    warmup: int,
+    rounds: int,
+    sync: Callable[[], None] = lambda: None,
 ) -> dict[str, list[float]]:
-    """Per-step wall times of each variant, one step of each in turn per round."""
+    """Per-step wall times of each variant, one step of each in turn per round (``sync``
+    waits for queued device work: ``torch.cuda.synchronize`` on a GPU)."""
     inputs, target = batch
     for _ in range(warmup):
         for step in variants.values():
             step(inputs, target)
+    sync()
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(rounds):
@@ -191,6 +210,7 @@ def time_interleaved(
         for name in order:
             start = time.perf_counter()
             variants[name](inputs, target)
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -203,10 +223,17 @@ def run_task(
     penalties: dict[str, float],
     warmup: int,
     rounds: int,
+    device: str = "cpu",
+    batch_size: int = 64,
+    sync: Callable[[], None] = lambda: None,
+    breakdown_repeats: int | None = None,
 ) -> dict[str, Any]:
-    variants, batch, params, models = build_variants(task, model_cfg, data_cfg, penalties)
-    times = time_interleaved(variants, batch, warmup, rounds)
-    pieces = breakdown(models, batch, max(10, rounds // 4))
+    variants, batch, params, models = build_variants(
+        task, model_cfg, data_cfg, penalties, device, batch_size
+    )
+    times = time_interleaved(variants, batch, warmup, rounds, sync)
+    repeats = max(10, rounds // 4) if breakdown_repeats is None else breakdown_repeats
+    pieces = breakdown(models, batch, repeats, sync)
     medians = {k: statistics.median(v) for k, v in times.items()}
     base = medians["standard"]
     rows = []
@@ -229,6 +256,7 @@ def run_task(
         "ratio": {k: v / base for k, v in medians.items()},
         "rounds": rounds,
         "warmup": warmup,
+        "device": device,
     }
 
 

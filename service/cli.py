@@ -589,7 +589,7 @@ def _report_local(args: argparse.Namespace) -> int:
     from service.report import read_report
 
     job = store.get_job(args.job)
-    report = read_report(parse_spec(job.spec), job.id, args.db)
+    report = read_report(parse_spec(job.spec, gpu_available=lambda: True), job.id, args.db)
     _print_json(report) if args.json else _show_report(report)
     return 0
 

@@ -804,7 +804,8 @@ def export_best(
     )
     from search_spaces import check_hparams, parse_spec
 
-    job_spec = parse_spec(spec)
+    # the stored spec of an accepted job: its GPUs were the cluster's, the export runs on CPU
+    job_spec = parse_spec(spec, gpu_available=lambda: True)
     # fixed parameters of the space are not Optuna params: rebuild the full dict
     hparams = check_hparams(_trial_hparams(job_spec, trial))
     out = job_dir(artifacts_dir, job_id) / "best"

@@ -21,6 +21,7 @@ REQUIREMENTS = {
     "COMPOSE": "docker-compose (validating docker-compose.yml; no container engine)",
     "CHROMIUM": "Chromium and Playwright (the dashboard's browser tests)",
     "TMPFS": "mounting a tmpfs (root with CAP_SYS_ADMIN): the disk-full fault test",
+    "PYPI": "PyPI reachable through pip (downloading the GPU bundle's wheels)",
 }
 
 

@@ -128,6 +128,8 @@ def test_compose_ray_cluster(config: dict[str, Any]) -> None:
         controller
     )
     assert "relaxtune serve --no-controller" in " ".join(services["api"]["command"])
+    # the API accepts GPU specs: it knows the cluster places them (service/api/routers/jobs.py)
+    assert services["api"]["environment"]["RELAXTUNE_RAY_ADDRESS"] == "ray-head:6379"
     # every Ray process presents the cluster's token
     for name in ("ray-head", "ray-worker", "controller"):
         env = services[name]["environment"]

@@ -10,6 +10,7 @@ driver died.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -60,6 +61,10 @@ class TuneReportHook:
             metrics["first_batch_at"] = self.first_batch_at
         # which Ray node ran the epoch: nodes of one host share node_ip/hostname in results
         metrics["node_id"] = ray.get_runtime_context().get_node_id()
+        # which GPU(s) Ray gave the trial ("" without GPUs), and what torch was shown of them
+        metrics["gpu_ids"] = ",".join(str(i) for i in ray.get_gpu_ids())
+        metrics["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        metrics["device"] = str(trainer.device)
         with tempfile.TemporaryDirectory(prefix="relaxtune-ckpt-") as tmp:
             shutil.copy2(self.trial_dir / "state.pt", Path(tmp) / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -133,6 +133,21 @@ def test_controller_logic_invalid_stored_spec_fails_without_running(
     assert runner.calls == []
 
 
+def test_controller_logic_runs_a_gpu_job_on_a_host_without_gpus(
+    store: JobStore, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored GPU spec was accepted at submission: the controller (no GPU, no nvidia-smi,
+    no RAY_ADDRESS, as in the compose deployment) runs it; the Ray cluster places it."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi
+    runner = FakeRunner(succeed)
+    store.create_job("alice", {**SPEC, "resources": {"cpu": 1, "gpu": 0.25}})
+    finished = Controller(store, settings, runner=runner).run_once()
+    assert finished is not None and finished.status == "succeeded", finished.error
+    (call,) = runner.calls
+    assert call["spec"].resources.gpu == 0.25
+
+
 def test_controller_logic_user_cancel_stops_the_search(store: JobStore, settings: Settings) -> None:
     job = store.create_job("alice", SPEC)
 

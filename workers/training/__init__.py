@@ -6,6 +6,7 @@ from ._config import TrialConfig
 from ._export_trial import export_trial
 from ._hooks import ConsoleHook
 from ._loop import (
+    DEVICE_ENV,
     EpochReport,
     Trainer,
     TrainingHook,
@@ -17,6 +18,7 @@ from ._loop import (
 
 __all__ = [
     "CheckpointError",
+    "DEVICE_ENV",
     "ConsoleHook",
     "EpochReport",
     "TrainResult",

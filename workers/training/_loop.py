@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,15 +90,30 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+#: environment variable that overrides every trial's device on this worker (``cpu``,
+#: ``cuda`` or ``auto``): ``cpu`` trains on the CPU where Ray declares GPUs that torch cannot
+#: see (Ray's GPU placement tested on a machine without one, docs/SCALE.md "GPU")
+DEVICE_ENV = "RELAXTUNE_DEVICE"
+
+
 def pick_device(requested: str = "auto") -> torch.device:
-    """``cuda`` when requested or available (Ray sets ``CUDA_VISIBLE_DEVICES`` per trial)."""
+    """``cuda`` when requested or available (Ray sets ``CUDA_VISIBLE_DEVICES`` per trial);
+    ``RELAXTUNE_DEVICE`` in the environment replaces ``requested``. A trial that asks for
+    ``cuda`` where torch sees no GPU fails (``SpecError``) rather than train on the CPU."""
+    override = os.environ.get(DEVICE_ENV, "").strip()
+    if override:
+        if override not in ("auto", "cpu", "cuda"):
+            raise SpecError("device", f"{DEVICE_ENV}={override!r}: expected cpu, cuda or auto")
+        requested = override
     if requested == "cpu":
         return torch.device("cpu")
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" or requested.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise SpecError("device", "cuda requested but no GPU is visible")
-        return torch.device("cuda")
-    return torch.device("cpu")
+        return torch.device(requested)
+    raise SpecError("device", f"unknown device {requested!r}: expected cpu, cuda or auto")
 
 
 def _to(batch: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
