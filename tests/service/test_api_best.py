@@ -153,7 +153,7 @@ def test_dashboard_before_any_trial(client: TestClient, store: JobStore, alice: 
     assert job.id in response.text
 
 
-def test_dashboard_with_trials_and_certificate_via_query_token(
+def test_dashboard_with_trials_and_certificate_in_a_signed_in_browser(
     client: TestClient, store: JobStore, settings: Settings
 ) -> None:
     token = store.create_token("alice")
@@ -176,13 +176,22 @@ def test_dashboard_with_trials_and_certificate_via_query_token(
                 },
             )
         )
-    response = client.get(f"/v1/jobs/{job_id}/dashboard", params={"token": token})
+    # a token in the URL opens nothing (it would end up in logs and histories)
+    browser = {"Accept": "text/html"}
+    refused = client.get(
+        "/v1/dashboard", params={"token": token}, headers=browser, follow_redirects=False
+    )
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/signin")
+    assert token not in refused.headers["location"]
+    signed_in = client.post("/signin", data={"token": token}, follow_redirects=False)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/v1/dashboard"
+    response = client.get(f"/v1/jobs/{job_id}/dashboard")
     assert response.status_code == 200
-    assert "<html" in response.text.lower()
-    listing = client.get("/v1/dashboard", params={"token": token})
+    assert "<html" in response.text.lower() and "Download best checkpoint" in response.text
+    listing = client.get("/v1/dashboard")
     assert listing.status_code == 200
-    assert f"/v1/jobs/{job_id}/dashboard?token=" in listing.text  # links keep the token
-    assert client.get("/v1/dashboard", params={"token": "rt_bad_bad"}).status_code == 401
+    assert f'href="/v1/jobs/{job_id}/dashboard"' in listing.text and token not in listing.text
+    assert client.post("/signin", data={"token": "rt_bad_bad"}).status_code == 401
 
 
 def test_dashboard_list_is_per_tenant(client: TestClient, store: JobStore, alice: Any) -> None:
