@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         "a random key per process, so sessions end at a restart: set one when several API "
         "processes serve one address",
     )
+    dashboard_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how often a running job's page asks for changes (an unchanged answer is "
+        "a 304 of a few hundred bytes)",
+    )
     session_hours: float = Field(
         12.0, gt=0, le=24 * 30, description="lifetime of a browser session (signed cookie)"
     )

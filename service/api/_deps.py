@@ -79,8 +79,8 @@ _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
-    if origin is None:
-        return True  # not sent (some older browsers): the CSRF token alone decides
+    if origin in (None, "null"):
+        return True  # not sent, or hidden by the page's referrer policy: the CSRF token decides
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 

@@ -342,11 +342,47 @@ class DashboardView:
     context: dict[str, Any]
     figures: dict[str, dict[str, Any]]
 
-    def fragments(self, page: PageOptions) -> dict[str, str]:
-        """The parts a live update replaces, rendered: ``FRAGMENT_IDS`` → HTML."""
-        names = {"job-header": "_job_header.html", "job-summary": "_job_summary.html"}
-        names["job-trials"] = "_job_trials.html"
-        return {key: _render(names[key], page, **self.context) for key in FRAGMENT_IDS}
+    def __post_init__(self) -> None:
+        self._fragments: dict[str, str] | None = None
+        self._figure_texts: dict[str, str] = {}
+
+    def fragments(self) -> dict[str, str]:
+        """The parts a live update replaces, rendered: ``FRAGMENT_IDS`` → HTML (rendered
+        once per view)."""
+        if self._fragments is None:
+            names = {
+                "job-header": "_job_header.html",
+                "job-summary": "_job_summary.html",
+                "job-trials": "_job_trials.html",
+            }
+            self._fragments = {
+                key: _render(names[key], PageOptions(), **self.context) for key in FRAGMENT_IDS
+            }
+        return self._fragments
+
+    def figure_text(self, chart_id: str) -> str:
+        """The chart's payload as JSON text (made once per view)."""
+        if chart_id not in self._figure_texts:
+            self._figure_texts[chart_id] = json.dumps(
+                self.figures[chart_id], separators=(",", ":"), sort_keys=True
+            )
+        return self._figure_texts[chart_id]
+
+    def changes_since(self, earlier: DashboardView | None) -> dict[str, Any]:
+        """What a page showing ``earlier`` must replace to show this view: the fragments and
+        figures that differ (everything when ``earlier`` is unknown). An epoch of a running
+        trial changes a few charts, not the page: the update carries only those."""
+        fragments = self.fragments()
+        figures = dict(self.figures)
+        if earlier is not None:
+            before = earlier.fragments()
+            fragments = {k: v for k, v in fragments.items() if before.get(k) != v}
+            figures = {
+                k: v
+                for k, v in figures.items()
+                if k not in earlier.figures or earlier.figure_text(k) != self.figure_text(k)
+            }
+        return {"fragments": fragments, "figures": figures}
 
 
 def dashboard_view(
@@ -617,9 +653,14 @@ def render_jobs_list(
 
 
 def render_sign_in(
-    *, next_path: str = "/v1/dashboard", error: str | None = None, hours: float = 12
+    *,
+    next_path: str = "/v1/dashboard",
+    error: str | None = None,
+    hours: float = 12,
+    form_token: str = "",
 ) -> str:
-    """The sign-in page: one field for an API token."""
+    """The sign-in page: one field for an API token (``form_token``: the form's one-time
+    value, matched against a cookie when it is posted)."""
     return _render(
         "signin.html",
         PageOptions(inline=False),
@@ -628,6 +669,7 @@ def render_sign_in(
         next_path=next_path,
         error=error,
         hours=f"{hours:g}",
+        form_token=form_token,
     )
 
 

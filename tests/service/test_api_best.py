@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_best_is_409_with_a_reason_before_export(
         response = client.get(f"/v1/jobs/{job.id}{route}", headers=alice)
         assert response.status_code == 409
         assert reason in response.json()["detail"]
+
+
+def sign_in(client: Any, token: str) -> Any:
+    """Sign a test client in as a browser does: the form (and its one-time value), then the post."""
+    form = client.get("/signin")
+    form_token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)
+    return client.post(
+        "/signin", data={"token": token, "form_token": form_token}, follow_redirects=False
+    )
 
 
 def test_best_json_from_the_best_folder(
@@ -183,7 +193,9 @@ def test_dashboard_with_trials_and_certificate_in_a_signed_in_browser(
     )
     assert refused.status_code == 303 and refused.headers["location"].startswith("/signin")
     assert token not in refused.headers["location"]
-    signed_in = client.post("/signin", data={"token": token}, follow_redirects=False)
+    forged = client.post("/signin", data={"token": token}, follow_redirects=False)
+    assert forged.status_code == 403  # not from the sign-in form: refused
+    signed_in = sign_in(client, token)
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/v1/dashboard"
     response = client.get(f"/v1/jobs/{job_id}/dashboard")
     assert response.status_code == 200
@@ -191,7 +203,7 @@ def test_dashboard_with_trials_and_certificate_in_a_signed_in_browser(
     listing = client.get("/v1/dashboard")
     assert listing.status_code == 200
     assert f'href="/v1/jobs/{job_id}/dashboard"' in listing.text and token not in listing.text
-    assert client.post("/signin", data={"token": "rt_bad_bad"}).status_code == 401
+    assert sign_in(client, "rt_bad_bad").status_code == 401
 
 
 def test_dashboard_list_is_per_tenant(client: TestClient, store: JobStore, alice: Any) -> None:

@@ -27,8 +27,6 @@ from service.store import Job, JobStore, Principal
 
 router = APIRouter(tags=["dashboards"])
 
-#: how often a running job's page asks for changes (a 304 costs a few hundred bytes)
-LIVE_INTERVAL_S = 5.0
 _MAX_COMPARED = 8
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}},
@@ -115,6 +113,10 @@ def _job_view(
     certificate and the report)."""
     from service.dashboard import dashboard_view, view_etag
 
+    # The start-up warm-up imports plotly, pandas and scikit-learn in a thread; building a view
+    # at the same time would import them concurrently, which can meet a half-initialised
+    # module. Wait for it (it takes seconds, once per process).
+    request.app.state.dashboards_warm.wait(timeout=120)
     certificate = _certificate(settings.artifacts, job)
     report = read_job_report(store, job)
     _, study_etag = request.app.state.trials_cache.get(store, job.id, job.study_name, True)
@@ -153,7 +155,7 @@ def job_dashboard(
         page=options,
         view=view,
         live_url=None if options.inline else f"/v1/jobs/{job.id}/dashboard/data",
-        live_interval_s=LIVE_INTERVAL_S,
+        live_interval_s=settings.dashboard_refresh_s,
         etag=etag,
     )
     return HTMLResponse(page)
@@ -166,17 +168,19 @@ def job_dashboard_data(
     """What a job page shows, for its in-place updates: ``fragments`` (rendered parts of the
     page by element id), ``figures`` (plotly figures by chart id, or a ``message``),
     ``finished`` and ``has_trials``. Carries an ``ETag``; ``If-None-Match`` naming it gets
-    ``304 Not Modified`` while nothing changed."""
+    ``304 Not Modified`` while nothing changed, and otherwise only the fragments and figures
+    that changed since the answer it names (all of them when that one is unknown)."""
     job = store.get_job(job_id, user.tenant_filter)
     interactive = getattr(request.state, "session", None) is not None
     view, etag = _job_view(request, store, settings, job, interactive=interactive)
     headers = {"ETag": etag, "Vary": "Accept-Encoding, Cookie, Authorization"}
-    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+    presented = [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
+    if etag in presented:
         return Response(status_code=304, headers=headers)
-    options = _page_options(request, user)
+    # the view the page shows now, when still known: send only what changed since
+    earlier = next((v for t in presented if t and (v := _views(request).get(t)) is not None), None)
     body = {
-        "fragments": view.fragments(options),
-        "figures": view.figures,
+        **view.changes_since(earlier),
         "finished": job.finished,
         "has_trials": not view.context["no_trials"],
     }

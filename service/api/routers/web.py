@@ -7,6 +7,8 @@ versioned URLs (``/static/<hash>/<name>``), compressed, and cached by browsers f
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,9 +46,16 @@ async def _form(request: Request) -> dict[str, str]:
     return {key: values[0] for key, values in fields.items() if values}
 
 
+_SIGNIN_COOKIE = "relaxtune_signin"
+
+
 def _same_origin(request: Request) -> bool:
+    # A form posted from a page with ``Referrer-Policy: no-referrer`` says ``Origin: null``;
+    # then (as without the header) the form's own token decides.
     origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin in (None, "null"):
+        return True
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 @router.get("/")
@@ -58,9 +67,32 @@ def home() -> RedirectResponse:
 @router.get("/signin", response_class=HTMLResponse)
 def sign_in_page(request: Request, settings: SettingsDep, next: str | None = None) -> HTMLResponse:
     """A form with one field: the API token."""
+    return _sign_in_form(request, settings, _safe_next(next))
+
+
+def _sign_in_form(
+    request: Request, settings: Any, next_path: str, error: str | None = None
+) -> HTMLResponse:
+    """The form, with a fresh one-time value in both a cookie and a hidden field: a sign-in
+    posted from another site has no such cookie (SameSite=Strict), so no other site can sign
+    a browser in under its own token."""
     from service.dashboard import render_sign_in
 
-    return HTMLResponse(render_sign_in(next_path=_safe_next(next), hours=settings.session_hours))
+    nonce = secrets.token_urlsafe(24)
+    page = render_sign_in(
+        next_path=next_path, error=error, hours=settings.session_hours, form_token=nonce
+    )
+    response = HTMLResponse(page, status_code=401 if error else 200)
+    response.set_cookie(
+        _SIGNIN_COOKIE,
+        nonce,
+        max_age=3600,
+        path="/signin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
 
 
 @router.post("/signin", response_model=None)
@@ -68,24 +100,22 @@ async def sign_in(request: Request, store: StoreDep, settings: SettingsDep) -> R
     """Check the posted token; on success set the session cookie and go on (303)."""
     from fastapi.concurrency import run_in_threadpool
 
-    from service.dashboard import render_sign_in
-
     if not _same_origin(request):
         raise HTTPException(status_code=403, detail="cross-origin sign-in refused")
     form = await _form(request)
+    expected = request.cookies.get(_SIGNIN_COOKIE)
+    if not expected or not hmac.compare_digest(expected, form.get("form_token", "")):
+        raise HTTPException(status_code=403, detail="sign in from this server's sign-in page")
     next_path = _safe_next(form.get("next"))
     token = form.get("token", "").strip()
     try:
         principal = await run_in_threadpool(authenticate_token, token, store, settings)
     except HTTPException:
-        page = render_sign_in(
-            next_path=next_path,
-            error="That token is not valid (unknown, mistyped or revoked).",
-            hours=settings.session_hours,
-        )
-        return HTMLResponse(page, status_code=401)
+        error = "That token is not valid (unknown, mistyped or revoked)."
+        return _sign_in_form(request, settings, next_path, error)
     cookie, lifetime = request.app.state.sessions.issue(token, principal)
     response = RedirectResponse(next_path, status_code=303)
+    response.delete_cookie(_SIGNIN_COOKIE, path="/signin")
     response.set_cookie(
         COOKIE_NAME,
         cookie,
