@@ -126,7 +126,8 @@ def compare_jobs(jobs: Sequence[ComparedJob]) -> dict[str, Any]:
                 "complete": sum(t.state == TrialState.COMPLETE for t in trials),
                 "best_value": best["value"] if best else None,
                 "best_number": best["number"] if best else None,
-                "params": dict(best["params"]) if best else {},
+                # what the spec fixed (the baseline's θ = 0) and what the search found
+                "params": {**_data.fixed_hparams(spec), **best["params"]} if best else {},
                 "improvement": None,
                 "curve": curve,
                 "best_so_far": {"numbers": numbers, "values": values},
@@ -215,7 +216,10 @@ def draw_compare_history(data: Mapping[str, Any]) -> go.Figure:
         "template": "plotly_white",
         "height": _figures.FIGURE_HEIGHT,
         "margin": {"l": 60, "r": 20, "t": 24, "b": 50},
-        "xaxis": {"title": {"text": "trial"}, "tickformat": "d", "rangemode": "tozero"},
+        "xaxis": _figures.epoch_axis(
+            "trial",
+            max((max(r["best_so_far"]["numbers"], default=0) for r in data["jobs"]), default=1),
+        ),
         "yaxis": {"title": {"text": f"best {data.get('metric', '')} so far"}},
         "legend": {"orientation": "h", "y": -0.18, "x": 0},
         "hovermode": "closest",

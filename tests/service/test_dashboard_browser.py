@@ -158,7 +158,7 @@ def test_every_chart_renders_without_errors(browser: Any, tmp_path: Path) -> Non
         "id": "demo",
         "name": "rotmnist-c8 <relax>",
         "status": "running",
-        "progress": {"completed": 38, "total": 40},
+        "progress": {"complete": 30, "pruned": 6, "failed": 2, "running": 2, "total": 40},
         "spec": {"name": "rotmnist-c8", "objective": {"metric": "val_accuracy", "mode": "max"}},
     }
     path = tmp_path / "dashboard.html"
@@ -173,8 +173,10 @@ def test_every_chart_renders_without_errors(browser: Any, tmp_path: Path) -> Non
             # Sized to its own container, not to the page width it saw while loading.
             container = page.locator(f"#{chart_id}").bounding_box()
             assert container is not None and box["width"] <= container["width"], chart_id
-        # Drawn data, not just an empty frame: the curve chart has line paths.
-        assert page.locator("#chart-curves .scatterlayer .trace").count() >= 4
+        # Drawn data, not just an empty frame: the curve chart has line paths, one per trial
+        # and series; the progress bar is drawn.
+        assert page.locator("#chart-curves .scatterlayer .trace").count() >= 40
+        assert page.locator("header span.progress > span").count() == 1
         assert page.locator("#chart-importance .barlayer .point").count() >= 2
         assert page.locator("h1").inner_text().startswith("rotmnist-c8 <relax>")
         assert page.locator("#certificate table.elements tbody tr").count() == 8
@@ -203,15 +205,14 @@ def test_empty_study_and_jobs_list_render_cleanly(browser: Any, tmp_path: Path) 
     listing = tmp_path / "jobs.html"
     listing.write_text(
         dashboard.render_jobs_list(
-            [{"id": "demo", "name": "a", "status": "running", "progress": 0.5}],
-            link_suffix="?token=abc",
+            [{"id": "demo", "name": "a", "status": "running", "progress": {"total": 2}}],
         ),
         encoding="utf-8",
     )
     page, problems = _open(browser, listing)
     try:
         href = page.locator("#jobs a").first.get_attribute("href")
-        assert href == "/v1/jobs/demo/dashboard?token=abc"
+        assert href == "/v1/jobs/demo/dashboard"
         assert problems == []
     finally:
         page.close()

@@ -375,9 +375,10 @@ def test_the_web_app_end_to_end(server: dict[str, Any], browser: Any) -> None:
     _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr")) == 3)
     queued = [j for j in store.list_jobs("alice") if j.status == "queued"]
     assert len(queued) == 1
-    button = browser.find_element(By.CSS_SELECTOR, f'button.cancel-job[data-job="{queued[0].id}"]')
-    button.click()
-    button.click()  # two clicks: the first only arms it
+    cancel = f'button.cancel-job[data-job="{queued[0].id}"]'
+    browser.find_element(By.CSS_SELECTOR, cancel).click()  # the first click only arms it
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, cancel).get_attribute("data-armed"))
+    browser.find_element(By.CSS_SELECTOR, cancel).click()
     _wait(
         browser,
         lambda d: (

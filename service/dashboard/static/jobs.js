@@ -10,7 +10,9 @@
   var INTERVAL_MS = 5000;
 
   function active() {
-    return rows.querySelector('tr[data-status="queued"], tr[data-status="running"]') !== null;
+    // not while a cancel button waits for its second click: the refresh would reset it
+    return rows.querySelector('tr[data-status="queued"], tr[data-status="running"]') !== null &&
+      rows.querySelector('.cancel-job[data-armed="1"]') === null;
   }
 
   function refresh() {
