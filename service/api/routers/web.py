@@ -115,7 +115,7 @@ async def sign_in(request: Request, store: StoreDep, settings: SettingsDep) -> R
         return _sign_in_form(request, settings, next_path, error)
     cookie, lifetime = request.app.state.sessions.issue(token, principal)
     response = RedirectResponse(next_path, status_code=303)
-    response.delete_cookie(_SIGNIN_COOKIE, path="/signin")
+    response.delete_cookie(_SIGNIN_COOKIE, path="/signin", httponly=True, samesite="strict")
     response.set_cookie(
         COOKIE_NAME,
         cookie,
