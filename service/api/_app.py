@@ -91,6 +91,7 @@ def create_app(
         # request than they overlap (bench/api_load.py): cap them at settings.api_threads.
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         # plotly.js and scikit-learn load in the background, not in the first dashboard request
+        app.state.dashboards_warming = True  # pages wait for it (see routers/dashboards.py)
         threading.Thread(
             target=_warm_up_dashboards,
             args=(app.state.dashboards_warm,),

@@ -116,7 +116,8 @@ def _job_view(
     # The start-up warm-up imports plotly, pandas and scikit-learn in a thread; building a view
     # at the same time would import them concurrently, which can meet a half-initialised
     # module. Wait for it (it takes seconds, once per process).
-    request.app.state.dashboards_warm.wait(timeout=120)
+    if getattr(request.app.state, "dashboards_warming", False):
+        request.app.state.dashboards_warm.wait(timeout=120)
     certificate = _certificate(settings.artifacts, job)
     report = read_job_report(store, job)
     _, study_etag = request.app.state.trials_cache.get(store, job.id, job.study_name, True)
