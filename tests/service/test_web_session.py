@@ -152,3 +152,21 @@ def test_api_docs_are_served_offline(env: dict[str, Any]) -> None:
         assert sources and all(s.startswith("/") for s in sources), sources
         for source in sources:
             assert client.get(source).status_code == 200, source
+
+
+def test_the_static_admin_token_signs_in_and_sees_every_tenant(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.upgrade()
+    admin = "k3Jx9pQ2-wLr7Yt5Nv8sBz4Hc6Fd1Gm0"
+    settings = Settings(db=store.url, artifacts=tmp_path / "a", admin_token=admin)
+    store.create_job("bob", {"name": "bobs", "budget": {"trials": 2}}, "bobs-job")
+    with TestClient(create_app(settings, store)) as client:
+        assert sign_in(client, admin).status_code == 303
+        page = client.get("/v1/dashboard").text
+        assert "<th>tenant</th>" in page and "bobs-job" in page and "<td>bob</td>" in page
+        alice = store.create_token("alice")
+        client.cookies.clear()
+        sign_in(client, alice)
+        page = client.get("/v1/dashboard").text
+        assert "<th>tenant</th>" not in page and "bobs-job" not in page
+    store.close()
