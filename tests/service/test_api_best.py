@@ -200,6 +200,8 @@ def test_dashboard_with_trials_and_certificate_in_a_signed_in_browser(
     response = client.get(f"/v1/jobs/{job_id}/dashboard")
     assert response.status_code == 200
     assert "<html" in response.text.lower() and "Download best checkpoint" in response.text
+    download = client.get(f"/v1/jobs/{job_id}/best/checkpoint")  # the button's link, by cookie
+    assert download.status_code == 200 and download.content[:2] == b"PK"
     listing = client.get("/v1/dashboard")
     assert listing.status_code == 200
     assert f'href="/v1/jobs/{job_id}/dashboard"' in listing.text and token not in listing.text
