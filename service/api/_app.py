@@ -12,9 +12,9 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
-from starlette.middleware.gzip import GZipMiddleware
 
 from service.api._body_limit import BodySizeLimitMiddleware
+from service.api._compression import NegotiatedGZipMiddleware
 from service.api._deps import SignInRequired
 from service.api._errors import install_error_handlers
 from service.api._security import SecurityHeadersMiddleware, TokenRedactingFilter
@@ -122,7 +122,7 @@ def create_app(
     app.add_exception_handler(SignInRequired, _sign_in_redirect)
     # Outermost last: the size limit sees the raw request, then the security headers wrap
     # every answer, compressed or not (static files and trials come compressed already).
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(NegotiatedGZipMiddleware, minimum_size=1024, compresslevel=6)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     modules = (health, jobs, cluster, trials, best, report, dashboards, web)
