@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,11 +44,10 @@ DISTRIBUTIONS = {
 EPOCHS = 6
 
 try:
-    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:  # a dev dependency; `missing` decides between skip and fail
-    webdriver = None
+except ImportError:  # a dev dependency; the `chromium` fixture skips or fails without it
+    pass
 
 
 def _free_port() -> int:
@@ -204,38 +202,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def browser(missing: Any) -> Iterator[Any]:
-    if webdriver is None:
-        missing("CHROMIUM", "selenium is not installed")
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        missing(
-            "CHROMIUM",
-            "chromium or chromium-driver is not installed (scripts/install_system_deps.sh)",
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium: Any) -> Any:
+    return chromium
 
 
 def _wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 30) -> Any:
