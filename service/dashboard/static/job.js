@@ -9,8 +9,10 @@
   var CONFIG = { responsive: true, displaylogo: false };
   var etag = state.live ? state.live.etag : null;
   var timer = null;
+  var known = {};  // the latest payload of every chart: updates carry only the changed ones
 
   function draw(figures) {
+    Object.keys(figures || {}).forEach(function (id) { known[id] = figures[id]; });
     Object.keys(figures || {}).forEach(function (id) {
       var plot = document.getElementById(id + '-plot');
       if (!plot) { return; }
@@ -47,7 +49,16 @@
     });
     var charts = document.getElementById('charts');
     if (charts && payload.has_trials) { charts.hidden = false; }
-    draw(payload.figures);
+    // a replaced fragment may hold a chart that did not change: draw it again from memory
+    var redraw = {};
+    var plots = document.querySelectorAll('[data-figure]');
+    for (var i = 0; i < plots.length; i++) {
+      var id = plots[i].getAttribute('data-figure');
+      if (!plots[i].classList.contains('js-plotly-plot') && known[id] && !(id in (payload.figures || {}))) {
+        redraw[id] = known[id];
+      }
+    }
+    draw(Object.assign(redraw, payload.figures || {}));
     if (payload.finished) { state.live = null; }
   }
 
