@@ -300,6 +300,10 @@ def test_the_web_app_end_to_end(server: dict[str, Any], browser: Any) -> None:
     assert browser.find_elements(By.CSS_SELECTOR, "span.progress > span")  # the bar is drawn
     assert "/srv/artifacts" not in browser.page_source
     browser.execute_script("window.__sameDocument = 'yes';")
+    # the reader zooms into the learning curves: an update must keep the zoom
+    browser.execute_script(
+        "return Plotly.relayout('chart-curves-plot', {'xaxis.range': [1.5, 3.5]});"
+    )
     before = _traces(browser, "chart-curves")
     study = optuna.load_study(study_name=running.study_name, storage=store.optuna_storage())
     study.add_trial(_trial(6, TrialState.RUNNING, 3, "cosine"))
@@ -308,6 +312,10 @@ def test_the_web_app_end_to_end(server: dict[str, Any], browser: Any) -> None:
     )
     _wait(browser, lambda d: _traces(d, "chart-curves") > before)
     assert browser.execute_script("return window.__sameDocument") == "yes"
+    zoom = browser.execute_script(
+        "return document.getElementById('chart-curves-plot').layout.xaxis.range;"
+    )
+    assert zoom == [1.5, 3.5], zoom
     assert "2 running" in browser.find_element(By.ID, "job-header").text
     assert _traces(browser, "chart-theta") >= 7
     check_page()
