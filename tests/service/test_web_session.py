@@ -170,3 +170,12 @@ def test_the_static_admin_token_signs_in_and_sees_every_tenant(tmp_path: Path) -
         page = client.get("/v1/dashboard").text
         assert "<th>tenant</th>" not in page and "bobs-job" not in page
     store.close()
+
+
+def test_compare_refuses_too_many_jobs_naming_the_field(env: dict[str, Any]) -> None:
+    client = env["client"]
+    sign_in(client, env["token"])
+    query = "&".join(f"job={i:016x}" for i in range(9))
+    response = client.get(f"/v1/compare?{query}")
+    assert response.status_code == 422 and response.json()["detail"]["field"] == "job"
+    assert client.get("/v1/compare?job=../../etc&job=x").status_code == 404

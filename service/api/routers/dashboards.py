@@ -15,14 +15,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from service.api._deps import CurrentUser, PageUser, SettingsDep, StoreDep
 from service.api._report import read_job_report
 from service.api._trials_sql import read_study_snapshot
 from service.artifacts import best_dir
-from service.errors import NotFound
 from service.store import Job, JobStore, Principal
 
 router = APIRouter(tags=["dashboards"])
@@ -222,7 +221,10 @@ def _compare_data(store: JobStore, user: Principal, job_ids: list[str]) -> dict[
 
     unique = list(dict.fromkeys(job_ids))
     if len(unique) > _MAX_COMPARED:
-        raise NotFound(f"compare at most {_MAX_COMPARED} jobs at once")
+        raise HTTPException(
+            status_code=422,
+            detail={"field": "job", "message": f"compare at most {_MAX_COMPARED} jobs at once"},
+        )
     items = []
     for job_id in unique:
         job = store.get_job(job_id, user.tenant_filter)  # another tenant's job: 404
