@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from service.api._deps import CurrentUser, PageUser, SettingsDep, StoreDep
 from service.api._report import read_job_report
+from service.api._schemas import ErrorDetail
 from service.api._trials_sql import read_study_snapshot
 from service.artifacts import best_dir
 from service.store import Job, JobStore, Principal
@@ -32,6 +33,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     303: {"description": "a browser without a session: sent to /signin"},
     401: {"description": "missing or invalid token"},
     404: {"description": "no such job (or another tenant's)"},
+}
+_COMPARE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": dict[str, ErrorDetail], "description": "more jobs than can be compared"},
 }
 _JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
     304: {"description": "unchanged since the response whose ETag is in If-None-Match"},
@@ -239,7 +243,7 @@ JobIds = Query(
 )
 
 
-@router.get("/v1/compare", responses=_JSON_RESPONSES)
+@router.get("/v1/compare", responses={**_JSON_RESPONSES, **_COMPARE_RESPONSES})
 def compare(user: CurrentUser, store: StoreDep, job_ids: list[str] = JobIds) -> Any:
     """Two or more jobs of one task side by side: per job the best projected value, the best
     configuration, the best trial's learning curves and the best so far by trial; where one
@@ -249,7 +253,11 @@ def compare(user: CurrentUser, store: StoreDep, job_ids: list[str] = JobIds) -> 
     return _compare_data(store, user, job_ids)
 
 
-@router.get("/v1/compare/dashboard", response_class=HTMLResponse, responses=_RESPONSES)
+@router.get(
+    "/v1/compare/dashboard",
+    response_class=HTMLResponse,
+    responses={**_RESPONSES, 422: {"description": "more jobs than can be compared"}},
+)
 def compare_dashboard(
     request: Request, user: PageUser, store: StoreDep, job_ids: list[str] = JobIds
 ) -> HTMLResponse:
