@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # System packages relaxtune needs:
 #   gfortran  - escnn's py3nj dependency compiles Fortran when it is installed
-#   chromium  - the dashboard's browser tests (headless)
+#   chromium, chromium-driver - the dashboard's browser tests (headless, driven by selenium)
 #   docker-compose - validating docker-compose.yml in the tests (no engine needed)
 # Installs the missing ones with apt-get when run as root; otherwise says what to run.
 set -euo pipefail
 need=()
 command -v gfortran >/dev/null 2>&1 || need+=(gfortran)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

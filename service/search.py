@@ -45,6 +45,7 @@ from service._internals import (
 )
 from service._json import json_safe
 from service.errors import ExportFailed, SearchFailed
+from service.progress import Progress
 from service.strategy import (
     REQUEUED,
     Stage,
@@ -341,7 +342,8 @@ def finished_count(study: optuna.Study) -> int:
 
 def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
     """Counts by state and the best projected value so far (from the study: the truth);
-    for a two-stage job also ``stage``, the latest stage that has trials."""
+    for a two-stage job also ``stage``, the latest stage that has trials. The shape is
+    :class:`service.progress.Progress`, which the store, the API and the pages read."""
     counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
     best = None
     trials = study.get_trials(deepcopy=False)
@@ -360,7 +362,7 @@ def progress_of(study: optuna.Study, total: int, mode: str) -> dict[str, Any]:
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
     stage = current_stage(trials)
-    return {**counts, "total": total, "best_value": best, **({"stage": stage} if stage else {})}
+    return Progress(**counts, total=total, best_value=best, stage=stage or None).to_dict()
 
 
 # ---- the run ---------------------------------------------------------------------------

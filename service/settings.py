@@ -125,6 +125,23 @@ class Settings(BaseSettings):
         "prefer tokens made with `relaxtune token create`",
     )
 
+    session_secret: SecretStr | None = Field(
+        None,
+        description="key that signs browser session cookies (at least 32 characters); default "
+        "a random key per process, so sessions end at a restart: set one when several API "
+        "processes serve one address",
+    )
+    dashboard_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how often a running job's page asks for changes (an unchanged answer is "
+        "a 304 of a few hundred bytes)",
+    )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="lifetime of a browser session (signed cookie)"
+    )
+
     ray_address: str | None = Field(None, description="Ray cluster address; None starts Ray")
     ray_storage: str | None = Field(None, description="Ray Tune storage path (shared storage)")
 
@@ -160,5 +177,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "RELAXTUNE_ADMIN_TOKEN is a placeholder or shorter than 24 characters; "
                     "set a random one in production (or unset it and use `relaxtune token create`)"
+                )
+        if self.session_secret is not None:
+            secret = self.session_secret.get_secret_value()
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "RELAXTUNE_SESSION_SECRET is a placeholder or shorter than 32 characters; "
+                    "set a random one in production (or unset it: one key per process)"
                 )
         return self

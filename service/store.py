@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service.errors import Conflict, LimitExceeded, NotFound, StoreError
 from service.migrations import SchemaChange
+from service.progress import Progress
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -193,6 +194,11 @@ class Job:
         return f"job-{self.id}"
 
     @property
+    def progress_info(self) -> Progress:
+        """The progress as its typed model (:class:`~service.progress.Progress`)."""
+        return Progress.read(self.progress)
+
+    @property
     def finished(self) -> bool:
         """True once the job reached a terminal status."""
         return self.status in TERMINAL_STATUSES
@@ -255,14 +261,7 @@ def _report_refusal(job: Job) -> str:
 def _initial_progress(spec: dict[str, Any]) -> dict[str, Any]:
     budget = spec.get("budget") if isinstance(spec.get("budget"), dict) else {}
     total = budget.get("trials") if isinstance(budget, dict) else None
-    return {
-        "complete": 0,
-        "pruned": 0,
-        "failed": 0,
-        "running": 0,
-        "total": total if isinstance(total, int) else None,
-        "best_value": None,
-    }
+    return Progress(total=total if isinstance(total, int) else None).to_dict()
 
 
 @dataclass(frozen=True)
@@ -661,15 +660,18 @@ class JobStore:
             raise NotFound(f"job {job_id} not found")
 
     def update_progress(
-        self, job_id: str, progress: dict[str, Any], worker_id: str | None = None
+        self, job_id: str, progress: Progress | dict[str, Any], worker_id: str | None = None
     ) -> None:
         """Replace the job's progress summary (and count it as a heartbeat). With
-        ``worker_id``, only while that worker holds the running job (else :class:`Conflict`)."""
+        ``worker_id``, only while that worker holds the running job (else :class:`Conflict`).
+        The summary is validated as a :class:`~service.progress.Progress` (a ``ValueError``
+        when it is not one): every reader gets that one shape."""
+        typed = progress if isinstance(progress, Progress) else Progress.model_validate(progress)
         self._update_running(
             job_id,
             "updating progress",
             worker_id,
-            progress=json.dumps(progress, default=str),
+            progress=json.dumps(typed.to_dict(), default=str),
             heartbeat_at=_now(),
         )
 
@@ -987,6 +989,19 @@ class JobStore:
         if m["revoked_at"] is not None:
             return None
         return Principal(name=m["name"], tenant=m["tenant"], admin=bool(m["admin"]))
+
+    def token_for_session(self, token_id: str) -> tuple[Principal, str] | None:
+        """The principal and stored hash of the unrevoked token with this id, else ``None``
+        (a browser session re-checks its token with it on every request)."""
+        if not isinstance(token_id, str) or not _TOKEN_ID_PATTERN.fullmatch(token_id):
+            return None
+        with self._read("checking a session") as conn:
+            row = conn.execute(tokens_table.select().where(tokens_table.c.id == token_id)).first()
+        if row is None or row._mapping["revoked_at"] is not None:
+            return None
+        m = row._mapping
+        principal = Principal(name=m["name"], tenant=m["tenant"], admin=bool(m["admin"]))
+        return principal, str(m["token_hash"])
 
     def revoke_token(self, name: str) -> None:
         """Revoke the token with this name (:class:`NotFound` when there is none)."""

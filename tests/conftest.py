@@ -19,7 +19,7 @@ import pytest
 REQUIREMENTS = {
     "PG": "a PostgreSQL server at RELAXTUNE_TEST_PG_URL, and pg_ctlcluster to stop and start it",
     "COMPOSE": "docker-compose (validating docker-compose.yml; no container engine)",
-    "CHROMIUM": "Chromium and Playwright (the dashboard's browser tests)",
+    "CHROMIUM": "Chromium with Playwright, and chromium-driver with selenium (the browser tests)",
     "TMPFS": "mounting a tmpfs (root with CAP_SYS_ADMIN): the disk-full fault test",
     "PYPI": "PyPI reachable through pip (downloading the GPU bundle's wheels)",
 }

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.api._session import COOKIE_NAME, CSRF_HEADER
 from service.settings import Settings
 from service.store import JobStore, Principal
 
 __all__ = [
     "CurrentUser",
-    "DashboardUser",
-    "QueryToken",
+    "PageUser",
     "SettingsDep",
+    "SignInRequired",
     "StoreDep",
+    "authenticate_token",
+    "get_page_principal",
     "get_principal",
-    "get_principal_for_browser",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `relaxtune token create`")
@@ -37,13 +40,6 @@ async def get_settings(request: Request) -> Settings:
 StoreDep = Annotated[JobStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-QueryToken = Annotated[
-    str | None,
-    Query(
-        alias="token",
-        description="API token, for links opened in a browser (which cannot set headers)",
-    ),
-]
 
 _STATIC_ADMIN = Principal(name="admin", tenant="admin", admin=True)
 
@@ -57,6 +53,7 @@ def _unauthorized() -> HTTPException:
 
 
 def _authenticate(token: str | None, store: JobStore, settings: Settings) -> Principal:
+    """The principal of an API token (401 when it is missing, unknown or revoked)."""
     if not token:
         raise _unauthorized()
     if settings.admin_token is not None and hmac.compare_digest(
@@ -69,18 +66,75 @@ def _authenticate(token: str | None, store: JobStore, settings: Settings) -> Pri
     return principal
 
 
-def get_principal(credentials: Credentials, store: StoreDep, settings: SettingsDep) -> Principal:
-    """The caller, from the ``Authorization: Bearer`` header (401 otherwise)."""
-    return _authenticate(credentials.credentials if credentials else None, store, settings)
+class SignInRequired(Exception):
+    """A page was asked for without a valid session: the browser is sent to ``/signin``."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
 
 
-def get_principal_for_browser(
-    credentials: Credentials, store: StoreDep, settings: SettingsDep, token: QueryToken = None
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin in (None, "null"):
+        return True  # not sent, or hidden by the page's referrer policy: the CSRF token decides
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def _from_session(request: Request) -> Principal | None:
+    """The principal of the request's session cookie, checking CSRF on unsafe methods."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    if not cookie:
+        return None
+    session = request.app.state.sessions.check(cookie)
+    if session is None:
+        return None
+    if request.method in _UNSAFE_METHODS:
+        if not _same_origin(request):
+            raise HTTPException(status_code=403, detail="cross-origin request refused")
+        if not request.app.state.sessions.csrf_ok(cookie, request.headers.get(CSRF_HEADER)):
+            raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
+    request.state.session = session
+    return session.principal
+
+
+def get_principal(
+    request: Request, credentials: Credentials, store: StoreDep, settings: SettingsDep
 ) -> Principal:
-    """The caller, from the header or else the ``?token=`` query parameter (HTML pages)."""
-    presented = credentials.credentials if credentials else token
-    return _authenticate(presented, store, settings)
+    """The caller: the ``Authorization: Bearer`` header, else the browser session cookie
+    (with its CSRF token on state-changing requests); 401 otherwise."""
+    if credentials is not None:
+        return _authenticate(credentials.credentials, store, settings)
+    principal = _from_session(request)
+    if principal is None:
+        raise _unauthorized()
+    return principal
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def get_page_principal(
+    request: Request, credentials: Credentials, store: StoreDep, settings: SettingsDep
+) -> Principal:
+    """The caller of an HTML page: a bearer header (scripts), else the session cookie; a
+    browser without either is sent to the sign-in page, anything else gets 401."""
+    try:
+        return get_principal(request, credentials, store, settings)
+    except HTTPException as exc:
+        if exc.status_code == 401 and _wants_html(request):
+            # back to the same page after signing in, less any token pasted into its URL
+            query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            raise SignInRequired(request.url.path + (f"?{query}" if query else "")) from exc
+        raise
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
-DashboardUser = Annotated[Principal, Depends(get_principal_for_browser)]
+PageUser = Annotated[Principal, Depends(get_page_principal)]
+
+
+authenticate_token = _authenticate

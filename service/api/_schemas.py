@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service._json import json_safe
+from service.progress import Progress
 from service.store import Job
 
 __all__ = [
@@ -36,7 +37,7 @@ class JobPublic(BaseModel):
     tenant: str
     status: str = Field(description="queued | running | succeeded | failed | cancelled")
     cancel_requested: bool
-    progress: dict[str, Any] = Field(
+    progress: Progress = Field(
         description="complete, pruned, failed, running, total trials and best_value (the "
         "best projected metric so far)"
     )
@@ -76,7 +77,7 @@ class JobPublic(BaseModel):
             tenant=job.tenant,
             status=job.status,
             cancel_requested=job.cancel_requested,
-            progress=json_safe(job.progress),
+            progress=job.progress_info,
             best=json_safe(job.best),
             error=job.error,
             spec=job.spec,

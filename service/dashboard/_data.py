@@ -352,3 +352,69 @@ def _error_at(errors: Any, element: str, index: int) -> float | None:
 def _max_or_none(values: Any) -> float | None:
     present = [v for v in values if v is not None]
     return max(present) if present else None
+
+
+def fixed_hparams(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hyperparameters a job's spec fixes (not searched): trials do not record them as
+    parameters, yet they shape the trial (its θ schedule)."""
+    from search_spaces import SpecError
+    from search_spaces._spec import _resolve_search_space
+
+    space_source = spec.get("search_space") if isinstance(spec, Mapping) else None
+    if space_source is None:
+        return {}
+    try:
+        space = _resolve_search_space(space_source)
+    except (SpecError, ValueError, TypeError, KeyError):
+        return {}
+    return {
+        key: param.value  # type: ignore[union-attr]
+        for key, param in space.params.items()
+        if param.kind == "fixed"
+    }
+
+
+def theta_schedules(
+    source: TrialsSource, spec: Mapping[str, Any] | None, *, points: int = 49
+) -> list[dict[str, Any]]:
+    """θ of every trial at ``points`` steps across its training, from its hyperparameters.
+
+    The schedule is a pure function of the hyperparameters and of training progress (the
+    trainer recomputes it every step), so the curve is exact at any resolution, not only at
+    the epoch ends the history records. Entries: ``number``, ``state``, ``epochs`` (progress
+    in epochs, fractional), ``theta``. Trials whose parameters do not make a schedule are left
+    out.
+    """
+    from search_spaces import SpecError
+    from search_spaces._schedules import make_schedule
+
+    budget = spec.get("budget") if isinstance(spec, Mapping) else None
+    epochs = budget.get("epochs") if isinstance(budget, Mapping) else None
+    n_epochs = epochs if isinstance(epochs, int) and epochs > 0 else None
+    fixed = fixed_hparams(spec)
+    curves: list[dict[str, Any]] = []
+    for trial in trials_of(source):
+        flat = {
+            k: v for k, v in {**fixed, **trial.params}.items() if k.startswith(RELAX_PREFIX)
+        }
+        try:
+            schedule = make_schedule(flat, n_epochs)
+        except (SpecError, ValueError, TypeError):
+            continue
+        span = n_epochs or 1
+        xs = [span * i / (points - 1) for i in range(points)]
+        curves.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "epochs": [round(x, 4) for x in xs],
+                "theta": [float(f"{schedule(x / span):.4g}") for x in xs],
+            }
+        )
+    return curves
+
+
+def stop_reason(trial: FrozenTrial) -> str | None:
+    """Why a trial ended before its last epoch (failed, pruned, cancelled), if recorded."""
+    reason = trial.user_attrs.get("stop_reason")
+    return str(reason) if reason else None

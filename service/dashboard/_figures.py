@@ -1,9 +1,9 @@
 """Plotly drawings of the dashboard data (see ``_data``), plus the standard Optuna plots.
 
-The per-epoch charts draw one trace per (state, series) group, with ``None`` separating the
-trials inside a trace: a study of 500 trials then costs a handful of traces instead of
-thousands, which keeps both the page build and the browser responsive. The trial number
-travels in each point's hover text.
+The per-epoch charts draw one trace per trial and series, in the trial's colour (projected
+solid, relaxed dashed), faded by state (running opaque, pruned and failed faint), the best
+trial bold. Hover texts are one template per trace, not one string per point, which keeps a
+page of hundreds of trials light. Epoch axes tick whole epochs only.
 
 The Optuna plots (history, parallel coordinates, importances) are drawn from a light
 in-memory copy of the study (:func:`light_study`): parameters and objective values only, so
@@ -14,30 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
 import plotly.graph_objects as go
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-
-#: Drawing order (later on top) and line style of each trial state.
-STATE_STYLES: dict[str, dict[str, Any]] = {
-    "FAIL": {"dash": "dashdot", "opacity": 0.35},
-    "PRUNED": {"dash": "dot", "opacity": 0.35},
-    "COMPLETE": {"dash": "solid", "opacity": 0.55},
-    "RUNNING": {"dash": "dash", "opacity": 0.9},
-}
-_OTHER_STATE_STYLE: dict[str, Any] = {"dash": "longdash", "opacity": 0.4}
-
-PROJECTED_COLOR = "#1f5fa8"
-RELAXED_COLOR = "#e07b24"
-THETA_COLOR = "#2a9d57"
-#: Colours of the best trial's series, in the order of the figure's series.
-BEST_COLORS = ("#111111", "#8c3b00")
 
 #: Log axes cannot show zero, yet an exactly equivariant model (θ = 0, or the identity
 #: element) measures 0.0. Such points are drawn one decade below the smallest positive error
@@ -62,61 +48,51 @@ def _layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, A
     return layout
 
 
-def _ordered_states(curves: Iterable[dict[str, Any]]) -> list[str]:
-    present = {c["state"] for c in curves}
-    known = [s for s in STATE_STYLES if s in present]
-    return known + sorted(present - set(STATE_STYLES))
+#: One colour per trial (cycled by trial number): a trial's series share it, so its
+#: projected (solid) and relaxed (dashed) curves read as one trial.
+TRIAL_COLORS: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173",
+    "#3182bd", "#e6550d", "#31a354", "#756bb1",
+)  # fmt: skip
+
+#: Opacity by trial state: running trials stand out, pruned and failed ones recede.
+STATE_OPACITY: dict[str, float] = {"RUNNING": 1.0, "COMPLETE": 0.75, "PRUNED": 0.3, "FAIL": 0.3}
+_LEGEND_MAX_TRIALS = 12
 
 
-def _group_trace(
-    curves: Sequence[dict[str, Any]],
-    key: str,
-    *,
-    name: str,
-    color: str,
-    style: dict[str, Any],
-    legendgroup: str,
-    floor: float | None = None,
-    width: float = 1.2,
-) -> dict[str, Any] | None:
-    """One scatter trace holding every curve of ``curves`` for series ``key``."""
-    xs: list[Any] = []
-    ys: list[Any] = []
-    texts: list[Any] = []
-    for curve in curves:
-        values = curve[key]
-        if all(v is None for v in values):
-            continue
-        label = f"trial {curve['number']} ({curve['state'].lower()})"
-        for epoch, value in zip(curve["epochs"], values, strict=True):
-            xs.append(epoch)
-            if floor is not None and value is not None and value <= 0:
-                ys.append(floor)
-            else:
-                ys.append(value)
-            texts.append(f"{label}<br>{name}: {value:.4g}" if value is not None else label)
-        xs.append(None)
-        ys.append(None)
-        texts.append(None)
-    if not xs:
-        return None
+def trial_color(number: int) -> str:
+    """The colour of trial ``number`` on every per-trial chart."""
+    return TRIAL_COLORS[number % len(TRIAL_COLORS)]
+
+
+def epoch_axis(title: str, max_epoch: float | None) -> dict[str, Any]:
+    """An x axis in epochs with whole-number ticks only (never 1.5, 2.5)."""
+    top = max(float(max_epoch or 1), 1.0)
+    step = max(1, math.ceil(top / 10))
     return {
-        "type": "scatter",
-        "mode": "lines+markers" if len(xs) < 400 else "lines",
-        "x": xs,
-        "y": ys,
-        "text": texts,
-        "name": name,
-        "legendgroup": legendgroup,
-        "line": {"color": color, "dash": style["dash"], "width": width},
-        "marker": {"size": 4},
-        "opacity": style["opacity"],
-        "connectgaps": False,
-        "hovertemplate": "%{text}<br>epoch %{x}<extra></extra>",
+        "title": {"text": title},
+        "tickmode": "linear",
+        "tick0": 0,
+        "dtick": step,
+        "tickformat": "d",
+        "rangemode": "tozero",
     }
 
 
-def _series_figure(
+def _rounded(values: Sequence[float | None], floor: float | None) -> list[float | None]:
+    out: list[float | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif floor is not None and value <= 0:
+            out.append(floor)
+        else:
+            out.append(float(f"{value:.5g}"))
+    return out
+
+
+def _trial_figure(
     curves: Sequence[dict[str, Any]],
     series: Sequence[tuple[str, str, str]],
     layout: dict[str, Any],
@@ -124,41 +100,47 @@ def _series_figure(
     best_number: int | None,
     floor: float | None = None,
 ) -> go.Figure:
-    """Figure with one trace per (state, series) plus a bold trace for the best trial.
-
-    ``series`` lists ``(key, label, color)``.
-    """
+    """One trace per (trial, series) in the trial's colour; ``series`` lists ``(key, label,
+    dash)``. The best trial is drawn bold and on top; the legend (one entry per trial,
+    toggling all its series) is shown while there are few trials."""
     traces: list[dict[str, Any]] = []
-    for state in _ordered_states(curves):
-        group = [c for c in curves if c["state"] == state]
-        style = STATE_STYLES.get(state, _OTHER_STATE_STYLE)
-        for key, label, color in series:
-            trace = _group_trace(
-                group,
-                key,
-                name=f"{label} · {state.lower()}",
-                color=color,
-                style=style,
-                legendgroup=f"{key}-{state}",
-                floor=floor,
+    ordered = sorted(curves, key=lambda c: (c["number"] == best_number, c["number"]))
+    show_legend = len(ordered) <= _LEGEND_MAX_TRIALS
+    max_epoch = 0.0
+    for curve in ordered:
+        number, state = curve["number"], curve["state"]
+        best = number == best_number
+        first = True
+        for key, label, dash in series:
+            values = curve[key]
+            if all(v is None for v in values):
+                continue
+            max_epoch = max(max_epoch, max(curve["epochs"], default=0))
+            state_text = state.lower() + (", best" if best else "")
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers" if len(values) <= 30 else "lines",
+                    "x": list(curve["epochs"]),
+                    "y": _rounded(values, floor),
+                    "name": f"trial {number}" + (" (best)" if best else ""),
+                    "legendgroup": f"trial-{number}",
+                    "showlegend": show_legend and first,
+                    "line": {
+                        "color": trial_color(number),
+                        "dash": dash,
+                        "width": 3.2 if best else 1.4,
+                    },
+                    "marker": {"size": 6 if best else 4},
+                    "opacity": 1.0 if best else STATE_OPACITY.get(state, 0.4),
+                    "connectgaps": False,
+                    "hovertemplate": f"trial {number} ({state_text})<br>{label}: %{{y:.4g}}"
+                    "<br>epoch %{x}<extra></extra>",
+                }
             )
-            if trace is not None:
-                traces.append(trace)
-    best = [c for c in curves if c["number"] == best_number]
-    if best:
-        for index, (key, label, _color) in enumerate(series):
-            trace = _group_trace(
-                best,
-                key,
-                name=f"{label} · best (trial {best_number})",
-                color=BEST_COLORS[index % len(BEST_COLORS)],
-                style={"dash": "solid" if index == 0 else "dash", "opacity": 1.0},
-                legendgroup=f"best-{key}",
-                floor=floor,
-                width=3.0,
-            )
-            if trace is not None:
-                traces.append(trace)
+            first = False
+    layout["xaxis"] = epoch_axis(layout["xaxis"]["title"]["text"], max_epoch)
+    layout["showlegend"] = show_legend
     # A dict figure skips plotly's per-property validation of thousands of points; the
     # structure above is fixed and covered by the page tests.
     return go.Figure({"data": traces, "layout": layout}, skip_invalid=False)
@@ -170,24 +152,22 @@ def draw_learning_curves(
     best_number: int | None = None,
     metric_name: str = "validation metric",
 ) -> go.Figure:
-    """Projected (solid colour) and relaxed metric by epoch; line style shows the trial state."""
-    return _series_figure(
+    """Projected (solid) and relaxed (dashed) metric by epoch, one colour per trial."""
+    return _trial_figure(
         curves,
-        [
-            ("val_projected", "projected", PROJECTED_COLOR),
-            ("val_relaxed", "relaxed", RELAXED_COLOR),
-        ],
+        [("val_projected", "projected", "solid"), ("val_relaxed", "relaxed", "dash")],
         _layout("Learning curves (projected vs relaxed model)", "epoch", metric_name),
         best_number=best_number,
     )
 
 
 def draw_theta(curves: Sequence[dict[str, Any]], *, best_number: int | None = None) -> go.Figure:
-    """Relaxation strength θ by epoch for every trial."""
-    return _series_figure(
+    """Relaxation strength θ over training (per step when the curves come from
+    :func:`service.dashboard.theta_schedules`), one colour per trial."""
+    return _trial_figure(
         curves,
-        [("theta", "θ", THETA_COLOR)],
-        _layout("Relaxation strength θ by epoch", "epoch", "θ"),
+        [("theta", "θ", "solid")],
+        _layout("Relaxation strength θ over training", "epoch", "θ"),
         best_number=best_number,
     )
 
@@ -195,7 +175,7 @@ def draw_theta(curves: Sequence[dict[str, Any]], *, best_number: int | None = No
 def draw_equivariance(
     curves: Sequence[dict[str, Any]], *, best_number: int | None = None
 ) -> go.Figure:
-    """Equivariance error by epoch, relaxed vs projected model, on a log axis."""
+    """Equivariance error by epoch, relaxed (dashed) vs projected (solid), on a log axis."""
     layout = _layout(
         "Equivariance error (relaxed vs projected)",
         "epoch",
@@ -203,9 +183,9 @@ def draw_equivariance(
     )
     layout["yaxis"]["type"] = "log"
     layout["yaxis"]["exponentformat"] = "power"
-    return _series_figure(
+    return _trial_figure(
         curves,
-        [("relaxed", "relaxed", RELAXED_COLOR), ("projected", "projected", PROJECTED_COLOR)],
+        [("relaxed", "relaxed", "dash"), ("projected", "projected", "solid")],
         layout,
         best_number=best_number,
         floor=log_floor(curves, ("relaxed", "projected")),
@@ -297,7 +277,11 @@ def draw_parallel_coordinate(
         fig = optuna.visualization.plot_parallel_coordinate(
             study, params=list(params), target_name=metric_name
         )
-    return _style_optuna_figure(fig, "Parallel coordinates (relaxation parameters)")
+    # Long parameter names overlap when written flat above neighbouring axes: slant them.
+    fig.update_traces(labelangle=-25, labelside="bottom", selector={"type": "parcoords"})
+    _style_optuna_figure(fig, "Parallel coordinates (relaxation parameters)")
+    fig.update_layout(margin={"l": 60, "r": 40, "t": 40, "b": 110})
+    return fig
 
 
 def importance_subsample(

@@ -13,7 +13,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from service.dashboard._data import finite_or_none
-from service.dashboard._figures import FIGURE_HEIGHT, PROJECTED_COLOR
+from service.dashboard._figures import FIGURE_HEIGHT
+
+PROJECTED_COLOR = "#1f5fa8"
 
 RELAXATION_OFF_COLOR = "#7a8494"
 DIFFERENCE_COLOR = "#2a9d57"

@@ -151,7 +151,7 @@ def test_jobs_that_cannot_run_say_why_and_a_cancel_during_export_changes_nothing
     assert job["status"] == "failed"
     assert job["error"].startswith("trial 0: diverged: loss became nan at epoch 1"), job["error"]
     assert job["error"].endswith("no trial completed (1 failed, 0 pruned)")
-    shown = job["error"].replace("'", "&#x27;")
+    shown = job["error"].replace("'", "&#39;")  # autoescaped
     page = client.get(f"/v1/jobs/{job_id}/dashboard")
     assert page.status_code == 200 and f"error: {shown}" in page.text
     listing = client.get("/v1/dashboard")

@@ -36,7 +36,11 @@ COLLECTION_ROUTES = {
     ("GET", "/v1/jobs"),
     ("POST", "/v1/jobs"),
     ("GET", "/v1/dashboard"),
+    ("GET", "/v1/dashboard/rows"),
     ("GET", "/v1/cluster"),
+    # the jobs compared are named in the query (?job=…): another tenant's is a 404, below
+    ("GET", "/v1/compare"),
+    ("GET", "/v1/compare/dashboard"),
 }
 
 
@@ -133,6 +137,14 @@ def test_every_v1_route_is_tenant_isolated_and_authenticated(env: dict[str, Any]
             if method == "GET":  # (bob's own POST echoes the spec name he sent)
                 assert "alice-secret-job" not in response.text
                 assert "alice" not in response.text, (template, response.text)
+    # comparing: another tenant's job among the compared ones is the 404 of a missing one
+    for path in ("/v1/compare", "/v1/compare/dashboard"):
+        response = call(client, "GET", f"{path}?job={job}&job={job}", tokens["bob"])
+        missing = call(client, "GET", f"{path}?job={'0' * 16}&job={job}", tokens["bob"])
+        assert response.status_code == missing.status_code == 404, path
+        assert "alice-secret-job" not in response.text
+        own = call(client, "GET", f"{path}?job={job}", tokens["alice"])
+        assert own.status_code == 200  # (one job: nothing to compare it with, said plainly)
     # alice still sees her job untouched (bob's DELETE did not cancel it)
     own = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {tokens['alice']}"})
     assert own.status_code == 200 and own.json()["status"] == "queued"

@@ -73,3 +73,42 @@ def _pg_database(admin: sa.Engine, prefix: str = "relaxtune_test") -> Iterator[s
         with admin.connect() as conn:
             # FORCE: pooled connections (of Optuna storages, say) may still be open
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def chromium(missing: Any) -> Iterator[Any]:
+    """Headless Chromium driven by selenium through Debian's chromedriver, logging the console
+    and the network (``goog:loggingPrefs``); skipped or failed (``make test``) without them."""
+    try:
+        from selenium import webdriver
+    except ImportError:  # a dev dependency
+        missing("CHROMIUM", "selenium is not installed")
+    browser = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        missing(
+            "CHROMIUM",
+            "chromium or chromium-driver is not installed (scripts/install_system_deps.sh)",
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,15 @@ def test_best_is_409_with_a_reason_before_export(
         assert reason in response.json()["detail"]
 
 
+def sign_in(client: Any, token: str) -> Any:
+    """Sign a test client in as a browser does: the form (and its one-time value), then the post."""
+    form = client.get("/signin")
+    form_token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)
+    return client.post(
+        "/signin", data={"token": token, "form_token": form_token}, follow_redirects=False
+    )
+
+
 def test_best_json_from_the_best_folder(
     client: TestClient, store: JobStore, settings: Settings, alice: Any
 ) -> None:
@@ -153,7 +163,7 @@ def test_dashboard_before_any_trial(client: TestClient, store: JobStore, alice: 
     assert job.id in response.text
 
 
-def test_dashboard_with_trials_and_certificate_via_query_token(
+def test_dashboard_with_trials_and_certificate_in_a_signed_in_browser(
     client: TestClient, store: JobStore, settings: Settings
 ) -> None:
     token = store.create_token("alice")
@@ -176,13 +186,26 @@ def test_dashboard_with_trials_and_certificate_via_query_token(
                 },
             )
         )
-    response = client.get(f"/v1/jobs/{job_id}/dashboard", params={"token": token})
+    # a token in the URL opens nothing (it would end up in logs and histories)
+    browser = {"Accept": "text/html"}
+    refused = client.get(
+        "/v1/dashboard", params={"token": token}, headers=browser, follow_redirects=False
+    )
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/signin")
+    assert token not in refused.headers["location"]
+    forged = client.post("/signin", data={"token": token}, follow_redirects=False)
+    assert forged.status_code == 403  # not from the sign-in form: refused
+    signed_in = sign_in(client, token)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/v1/dashboard"
+    response = client.get(f"/v1/jobs/{job_id}/dashboard")
     assert response.status_code == 200
-    assert "<html" in response.text.lower()
-    listing = client.get("/v1/dashboard", params={"token": token})
+    assert "<html" in response.text.lower() and "Download best checkpoint" in response.text
+    download = client.get(f"/v1/jobs/{job_id}/best/checkpoint")  # the button's link, by cookie
+    assert download.status_code == 200 and download.content[:2] == b"PK"
+    listing = client.get("/v1/dashboard")
     assert listing.status_code == 200
-    assert f"/v1/jobs/{job_id}/dashboard?token=" in listing.text  # links keep the token
-    assert client.get("/v1/dashboard", params={"token": "rt_bad_bad"}).status_code == 401
+    assert f'href="/v1/jobs/{job_id}/dashboard"' in listing.text and token not in listing.text
+    assert sign_in(client, "rt_bad_bad").status_code == 401
 
 
 def test_dashboard_list_is_per_tenant(client: TestClient, store: JobStore, alice: Any) -> None:

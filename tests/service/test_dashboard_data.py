@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from service import dashboard
-from service.dashboard import _figures, _page
+from service.dashboard import _assets, _figures
+from service.progress import Progress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +143,7 @@ JOB = {
     "id": "j-1",
     "name": "rot<mnist> & c8",
     "status": "running",
-    "progress": {"completed": 5, "total": 8},
+    "progress": {"complete": 4, "pruned": 1, "total": 8},
     "spec": {"name": "rot<mnist> & c8", "objective": {"metric": "val_accuracy", "mode": "max"}},
 }
 
@@ -270,38 +272,67 @@ def test_certificate_table_reads_lists_and_mappings() -> None:
     assert mapped["passed"] is None  # only a real bool counts as a verdict
 
 
-def test_progress_fraction_forms() -> None:
-    assert dashboard.progress_fraction(0.25) == 0.25
-    assert dashboard.progress_fraction(40) == 0.4
-    assert dashboard.progress_fraction({"completed": 3, "total": 4}) == 0.75
-    assert dashboard.progress_fraction({"fraction": 2.0}) == 0.02
+def test_progress_is_one_typed_shape() -> None:
+    progress = Progress.read({"complete": 3, "pruned": 1, "failed": 1, "running": 2, "total": 10})
+    assert progress.finished == 5 and progress.fraction == 0.5
+    assert dashboard.progress_fraction({"complete": 3, "total": 4}) == 0.75
+    # other spellings are not guessed at: they are not the shape the service writes
+    assert dashboard.progress_fraction({"completed": 3, "total": 4}) == 0.0
     assert dashboard.progress_fraction(None) is None
-    assert dashboard.progress_fraction({"total": 0, "done": 0}) is None
+    assert dashboard.progress_fraction({"total": 0}) is None
+    assert Progress.read({"complete": -1}) == Progress()  # a malformed row reads as empty
+    assert Progress.read({"best_value": float("nan")}).best_value is None
 
 
 # --- drawings ---------------------------------------------------------------------------------
 
 
-def test_curve_figures_group_trials_into_one_trace_per_state() -> None:
+def test_curve_figures_draw_each_trial_in_its_own_colour() -> None:
     study = make_study()
     curves = dashboard.learning_curves(study)
     fig = dashboard.draw_learning_curves(curves, best_number=1, metric_name="val_accuracy")
-    names = [t.name for t in fig.data]
-    # COMPLETE/PRUNED/RUNNING × projected/relaxed, except RUNNING has no relaxed values,
-    # plus the best trial's two series.
-    assert len(fig.data) == 7
-    assert "relaxed · running" not in names
-    complete = next(t for t in fig.data if t.name == "projected · complete")
-    # Three complete trials of three epochs, each followed by a None separator.
-    assert list(complete.y).count(None) == 3 and len(complete.x) == 12
+    by_trial: dict[str, list[Any]] = {}
+    for trace in fig.data:
+        by_trial.setdefault(trace.legendgroup, []).append(trace)
+    # one projected (solid) and one relaxed (dashed) trace per trial with values, same colour
+    complete = by_trial["trial-0"]
+    assert [t.line.dash for t in complete] == ["solid", "dash"]
+    assert complete[0].line.color == complete[1].line.color == _figures.trial_color(0)
+    assert by_trial["trial-1"][0].line.color != complete[0].line.color
+    assert len(by_trial["trial-4"]) == 1  # the running trial has no relaxed values yet
+    assert fig.data[-1].legendgroup == "trial-1" and fig.data[-1].line.width > 3  # best on top
     assert fig.layout.yaxis.title.text == "val_accuracy"
+    # whole epochs only on the x axis
+    assert fig.layout.xaxis.tickformat == "d" and fig.layout.xaxis.dtick == 1
+
+
+def test_epoch_axis_never_ticks_half_epochs() -> None:
+    assert _figures.epoch_axis("epoch", 3)["dtick"] == 1
+    assert _figures.epoch_axis("epoch", 120)["dtick"] == 12
+
+
+def test_theta_is_drawn_per_step_from_the_schedule() -> None:
+    spec = {"budget": {"epochs": 3}, "search_space": "relax"}
+    curves = dashboard.theta_schedules(make_study(), spec, points=31)
+    triangular = next(c for c in curves if c["number"] == 1)
+    assert len(triangular["theta"]) == 31 and triangular["epochs"][-1] == 3
+    # between epoch ends: θ rises to its apex inside the first epoch (peak 0.4 of the triangle)
+    assert max(triangular["theta"]) == pytest.approx(0.5, rel=0.05)
+    assert triangular["theta"][-1] == 0.0
+    none = next(c for c in curves if c["number"] == 0)
+    assert set(none["theta"]) == {0.0}
+
+
+def test_fixed_hyperparameters_come_from_the_spec() -> None:
+    assert dashboard.fixed_hparams({"search_space": "baseline"}) == {"relax.schedule": "none"}
+    assert dashboard.fixed_hparams({"search_space": "no-such-preset"}) == {}
 
 
 def test_equivariance_figure_is_log_scaled_and_floors_zero() -> None:
     curves = dashboard.equivariance_curves(make_study())
     fig = dashboard.draw_equivariance(curves)
     assert fig.layout.yaxis.type == "log"
-    relaxed = next(t for t in fig.data if t.name == "relaxed · complete")
+    relaxed = next(t for t in fig.data if t.legendgroup == "trial-0" and t.line.dash == "dash")
     # Smallest positive error is 1e-7 (projected): a measured 0.0 is drawn at 1e-8.
     assert _figures.log_floor(curves, ("relaxed", "projected")) == pytest.approx(1e-8)
     assert pytest.approx(1e-8) in relaxed.y  # drawn at the floor, not dropped
@@ -329,27 +360,56 @@ def test_importance_subsample_is_seeded_and_bounded() -> None:
 # --- pages ------------------------------------------------------------------------------------
 
 
-def _section(page: str, chart_id: str) -> str:
-    start = page.index(f'id="{chart_id}"')
-    return page[start : page.index("</section>", start)]
+def _figures_of(study: Any, job: dict[str, Any] = JOB) -> dict[str, dict[str, Any]]:
+    return dashboard.dashboard_view(study, job).figures
+
+
+def _drawn(figure: dict[str, Any]) -> bool:
+    return "data" in figure and "message" not in figure
 
 
 def test_dashboard_page_is_self_contained_and_escapes_user_strings() -> None:
     page = dashboard.render_dashboard(make_study(), JOB, certificate={"group": "C4<b>"})
     for chart_id in dashboard.CHART_IDS:
         assert f'<section id="{chart_id}"' in page
-        assert "Plotly.newPlot" in _section(page, chart_id)
-    assert page.count("<script src=") == 0  # no CDN: plotly.js is inline
-    assert page.count(_page._plotly_js()[:200]) == 1
+    assert page.count("<script src=") == 0  # no CDN, no server: plotly.js is inline
+    assert page.count(_assets.asset(_assets.PLOTLY).text[:200]) == 1  # type: ignore[union-attr]
     assert "rot&lt;mnist&gt; &amp; c8" in page and "rot<mnist>" not in page
     assert "C4&lt;b&gt;" in page
-    assert "62%" in page or "63%" in page  # progress 5 / 8
+    assert 'aria-valuenow="62"' in page and "(5 of 8 trials)" in page  # progress 5 / 8
+    # the figures travel as JSON that cannot close its script element
+    data = page.split('<script type="application/json" id="dashboard-data">', 1)[1]
+    assert "</" not in data.split("</script>", 1)[0]
+    assert all(_drawn(f) for k, f in _figures_of(make_study()).items() if k != "chart-importance")
+
+
+def test_served_page_links_its_assets_and_runs_no_inline_script() -> None:
+    page = dashboard.render_dashboard(
+        make_study(),
+        JOB,
+        page=dashboard.PageOptions(inline=False, csrf="c<s>rf"),
+        live_url="/v1/jobs/j/dashboard/data",
+        etag='"e"',
+    )
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, flags=re.S)
+    assert all(
+        attrs.strip().startswith("src=") or "application/json" in attrs for attrs, _ in scripts
+    )
+    assert _assets.asset_url(_assets.PLOTLY) in page and len(page) < 200_000
+    assert 'content="c&lt;s&gt;rf"' in page
+    assert '"url": "/v1/jobs/j/dashboard/data"' in page or "/v1/jobs/j/dashboard/data" in page
+    assert "http-equiv" not in page  # updates in place, never a reload
+
+
+def test_no_server_path_reaches_the_page() -> None:
+    page = dashboard.render_dashboard(make_study(), JOB)
+    assert "artifacts/jobs" not in page  # trials record their checkpoint folder on the server
 
 
 def test_dashboard_without_trials_says_so() -> None:
     page = dashboard.render_dashboard(optuna.create_study(), {"id": 7, "status": "queued"})
     assert "No trials yet" in page
-    assert "Plotly.newPlot" not in page
+    assert _figures_of(optuna.create_study(), {"id": 7, "status": "queued"}) == {}
 
 
 def test_importances_need_two_complete_trials() -> None:
@@ -362,9 +422,23 @@ def test_importances_need_two_complete_trials() -> None:
             value=0.5,
         )
     )
-    page = dashboard.render_dashboard(study, JOB)
-    assert "at least 2 complete trials" in _section(page, "chart-importance")
-    assert "Plotly.newPlot" in _section(page, "chart-history")
+    figures = _figures_of(study)
+    assert "at least 2 complete trials" in figures["chart-importance"]["message"]
+    assert _drawn(figures["chart-history"])
+
+
+def test_a_running_relax_job_is_not_said_to_search_no_relax_parameter() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(
+        _trial(
+            TrialState.RUNNING,
+            [_record(1, 0.3, 0.5)],
+            params={"relax.theta_max": 0.3, "relax.schedule": "none", "optim.lr": 1e-3},
+        )
+    )
+    figures = _figures_of(study)
+    assert "No relax" not in figures["chart-parallel"].get("note", "")
+    assert figures["chart-parallel"]["message"] == "No trial has completed yet."
 
 
 def test_a_failing_chart_degrades_to_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -372,10 +446,11 @@ def test_a_failing_chart_degrades_to_a_message(monkeypatch: pytest.MonkeyPatch) 
         raise RuntimeError("fanova <exploded>")
 
     monkeypatch.setattr(_figures, "draw_param_importances", broken)
+    figures = _figures_of(make_study())
+    assert figures["chart-importance"]["message"] == "Not available: fanova <exploded>"
+    assert _drawn(figures["chart-parallel"])
     page = dashboard.render_dashboard(make_study(), JOB)
-    section = _section(page, "chart-importance")
-    assert "Not available: fanova &lt;exploded&gt;" in section
-    assert "Plotly.newPlot" in _section(page, "chart-parallel")
+    assert "fanova <exploded>" not in page  # escaped inside the JSON
 
 
 def test_single_valued_parameters_do_not_break_the_page() -> None:
@@ -402,24 +477,47 @@ def test_a_failed_jobs_error_is_shown_escaped_on_both_pages() -> None:
         dashboard.render_dashboard(make_study(), {**JOB, "status": "failed", "error": error}),
         dashboard.render_jobs_list([failed, {"id": "g", "status": "succeeded", "error": None}]),
     ):
-        assert "error: trial 0: ValueError: unknown keys [&#x27;&lt;widht&gt;&#x27;]" in page
+        assert "error: trial 0: ValueError: unknown keys [&#39;&lt;widht&gt;&#39;]" in page
         assert "<widht>" not in page and page.count('class="job-error"') == 1
     long = dashboard.render_jobs_list([{**failed, "error": "x" * 5000}])
     assert "x" * 199 + "…" in long and "x" * 200 not in long
 
 
-def test_jobs_list_links_carry_the_suffix_and_escape_names() -> None:
+def test_trial_failure_reasons_are_in_the_table() -> None:
+    study = make_study()
+    study.add_trial(
+        _trial(
+            TrialState.FAIL,
+            [],
+            params={"relax.schedule": "none", "relax.theta_max": 0.1, "optim.lr": 1e-3},
+            final={"stop_reason": "diverged: loss became nan at epoch 1"},
+        )
+    )
+    page = dashboard.render_dashboard(study, JOB)
+    assert "diverged: loss became nan at epoch 1" in page
+
+
+def test_jobs_list_links_escape_names_and_times_are_readable() -> None:
     page = dashboard.render_jobs_list(
         [
-            {"id": "a/b", "name": "<i>x</i>", "status": "succeeded", "progress": 1.0},
+            {
+                "id": "a/b",
+                "name": "<i>x</i>",
+                "status": "succeeded",
+                "progress": {"complete": 4, "total": 4},
+                "created_at": "2026-12-06T21:40:05.123456+00:00",
+                "best": {"value": 0.9123456},
+                "tenant": "alice",
+            },
             {"id": 2, "name": "second", "status": "weird"},
         ],
-        link_suffix="?token=t&x=1",
+        show_tenant=True,
     )
-    assert 'href="/v1/jobs/a%2Fb/dashboard?token=t&amp;x=1"' in page
-    assert 'href="/v1/jobs/2/dashboard?token=t&amp;x=1"' in page
+    assert 'href="/v1/jobs/a%2Fb/dashboard"' in page and "?token=" not in page
     assert "&lt;i&gt;x&lt;/i&gt;" in page and "<i>x</i>" not in page
     assert 'class="badge unknown"' in page
+    assert "2026-12-06 21:40 UTC" in page and "0.9123" in page and "<th>tenant</th>" in page
+    assert "100%" in page  # the bar is drawn from the typed progress
     custom = dashboard.render_jobs_list([{"id": 3}], link_format="/ui/{id}")
     assert 'href="/ui/3"' in custom
     assert "No jobs yet" in dashboard.render_jobs_list([])
@@ -451,8 +549,44 @@ def test_a_failing_study_copy_only_costs_the_optuna_charts(monkeypatch: pytest.M
         raise ValueError("incompatible distribution")
 
     monkeypatch.setattr(_figures, "light_study", broken)
-    page = dashboard.render_dashboard(make_study(), JOB)
+    figures = _figures_of(make_study())
     for chart_id in ("chart-history", "chart-parallel", "chart-importance"):
-        assert "Not available: incompatible distribution" in _section(page, chart_id)
+        assert figures[chart_id]["message"] == "Not available: incompatible distribution"
     for chart_id in ("chart-curves", "chart-theta", "chart-equivariance"):
-        assert "Plotly.newPlot" in _section(page, chart_id)
+        assert _drawn(figures[chart_id])
+
+
+def test_compare_gives_the_improvement_over_a_baseline_job() -> None:
+    spec = {"task": "rotated_mnist", "objective": {"metric": "val_accuracy", "mode": "max"}}
+    baseline = optuna.create_study(direction="maximize")
+    baseline.add_trial(
+        _trial(TrialState.COMPLETE, [_record(1, 0.0, 0.8)], params={"optim.lr": 1e-3}, value=0.8)
+    )
+    jobs = [
+        dashboard.ComparedJob(
+            {"id": "b", "name": "base", "spec": {**spec, "search_space": "baseline"}},
+            baseline.trials,
+        ),
+        dashboard.ComparedJob(
+            {"id": "r", "name": "relax", "spec": {**spec, "search_space": "relax"}},
+            make_study().trials,
+        ),
+    ]
+    data = dashboard.compare_jobs(jobs)
+    assert data["problem"] is None and data["baseline"] == "b"
+    relax = data["jobs"][1]
+    assert relax["best_value"] == 0.9 and relax["improvement"] == pytest.approx(0.125)
+    assert data["jobs"][0]["improvement"] is None
+    assert relax["curve"]["epochs"] == [1, 2, 3] and relax["params"]["relax.peak"] == 0.4
+    assert relax["best_so_far"]["values"] == [0.8, 0.9, 0.9]
+    assert "relax.peak" in data["param_keys"]
+    figures = dashboard.compare_payload(data)
+    assert all(_drawn(f) for f in figures.values())
+    page = dashboard.render_compare(data)
+    assert "+12.5 %" in page and "(baseline)" in page
+    other = {"id": "n", "spec": {**spec, "task": "nbody"}}
+    assert (
+        "different tasks"
+        in dashboard.compare_jobs([jobs[0], dashboard.ComparedJob(other, [])])["problem"]
+    )
+    assert dashboard.compare_jobs(jobs[:1])["problem"]

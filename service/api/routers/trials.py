@@ -49,7 +49,9 @@ def list_trials(
     job = store.get_job(job_id, user.tenant_filter)
     cache = _cache(request)
     body, etag = cache.get(store, job.id, job.study_name, history)
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Accept-Encoding"}
+    # no-store: a tenant's data stays out of shared and disk caches; clients that poll keep the
+    # ETag themselves and send If-None-Match
+    headers = {"ETag": etag, "Cache-Control": "no-store", "Vary": "Accept-Encoding"}
     gzipped = len(body) >= _GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding"))
     if gzipped:  # a different representation, so a different (strong) ETag
         headers["ETag"] = etag[:-1] + '-gzip"'
