@@ -35,9 +35,11 @@ from service.dashboard._page import (
     render_jobs_list,
     warm_up,
 )
+from service.dashboard._strengths import STRENGTHS_CHART_ID, draw_strengths, strength_curves
 
 __all__ = [
     "StudySnapshot",
+    "STRENGTHS_CHART_ID",
     "CHART_IDS",
     "DEFAULT_LINK_FORMAT",
     "best_trial_summary",
@@ -48,6 +50,7 @@ __all__ = [
     "draw_optimization_history",
     "draw_parallel_coordinate",
     "draw_param_importances",
+    "draw_strengths",
     "draw_theta",
     "epoch_records",
     "equivariance_curves",
@@ -60,6 +63,7 @@ __all__ = [
     "render_dashboard",
     "render_jobs_list",
     "state_counts",
+    "strength_curves",
     "theta_curves",
     "warm_up",
 ]

@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 import plotly.offline
 from optuna.trial import TrialState
 
-from service.dashboard import _data, _figures, _gain
+from service.dashboard import _data, _figures, _gain, _strengths
 
 logger = logging.getLogger(__name__)
 
@@ -591,6 +591,7 @@ def render_dashboard(
             "Relaxation strength θ",
             lambda: _figures.draw_theta(_data.theta_curves(trials), best_number=best_number),
         ),
+        _strengths.strengths_section(trials, best_number, _chart_section),  # adaptive only
         _chart_section(
             "chart-equivariance",
             "Equivariance error",
