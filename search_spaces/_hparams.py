@@ -46,6 +46,7 @@ class RelaxParams(BaseModel):
     hold: float
     theta: float
     gamma_init: float
+    strength_lr: float
     dual_lr: float
     dual_optimism: float
     layer_decay: float

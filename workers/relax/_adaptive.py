@@ -6,14 +6,21 @@ the constraint ``γ_i = 0``. Training seeks a saddle point of the Lagrangian
 
     L(w, γ, λ) = task loss(w, γ) + Σ_i λ_i · γ_i
 
-by primal descent on the weights ``w`` and on ``γ`` (the trainer's AdamW, ``γ`` in its own
-group) and dual ascent on the multipliers, once per step, after the primal step:
+by primal descent and dual ascent, once per step each: the weights ``w`` take the trainer's
+AdamW step, the strengths a plain gradient step on the Lagrangian (step size ``α``,
+``relax.strength_lr``), then the multipliers ascend:
 
-    λ_i ← λ_i + η · (γ_i + ω · (γ_i − γ_i^prev))
+    γ_i ← γ_i − α · (∂task/∂γ_i + λ_i)
+    λ_i ← λ_i + η · γ_i + κ · (γ_i − γ_i^prev),        κ = ω · 2·sqrt(η / α)
 
-with ``η`` the dual step (``relax.dual_lr``) and ``ω`` the optimism (``relax.dual_optimism``;
-0 is plain gradient ascent, ω > 0 the optimistic / PI form that damps the oscillation of
-plain descent-ascent). ``γ_i = 0`` is an *equality* constraint, so ``λ_i`` has no sign
+with ``η`` the dual step (``relax.dual_lr``) and ``ω`` the optimism (``relax.dual_optimism``).
+``ω = 0`` is plain gradient ascent; ``ω > 0`` the optimistic (PI) form, whose proportional
+term ``κ`` damps the oscillation of plain descent–ascent: without the task's pull the two
+steps make ``Δ²γ + α·κ·Δγ + α·η·γ = 0``, a discrete oscillator that ``κ = 2·sqrt(η/α)``
+damps critically, so ``ω = 1`` is critical damping whatever the step sizes. The strengths take plain gradient steps, not Adam's: Adam divides
+each step by the gradient's running magnitude, so ``γ_i`` would fall at about ``α`` per step
+whatever the size of ``λ_i`` and of the task's pull, and the rate would no longer be set by
+the data. ``γ_i = 0`` is an *equality* constraint, so ``λ_i`` has no sign
 constraint (the ``max(0, ·)`` projection of an inequality's multiplier does not apply): a
 layer whose task gradient pulls ``γ_i`` up meets a growing ``λ_i`` until ``λ_i`` balances that
 gradient, at ``γ_i = 0``. A constant multiplier balancing the task's pull on ``γ_i`` at 0 is
@@ -25,6 +32,7 @@ Nothing here is a function of progress, so resuming needs :meth:`DualStrengths.s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -44,6 +52,7 @@ class DualStrengths(nn.Module):
         dual_lr: float = 1e-3,
         optimism: float = 0.0,
         scales: Sequence[float] | None = None,
+        lr: float = 1e-2,
     ) -> None:
         super().__init__()
         scale = torch.ones(layers) if scales is None else torch.tensor(list(scales))
@@ -54,16 +63,29 @@ class DualStrengths(nn.Module):
         self.register_buffer("previous", self.gamma.detach().clone())
         self.dual_lr = float(dual_lr)
         self.optimism = float(optimism)
+        self.lr = float(lr)
+        #: κ, the proportional gain of the optimistic dual step (ω × critical damping)
+        self.damping = self.optimism * 2.0 * math.sqrt(self.dual_lr / self.lr)
 
     @classmethod
     def for_model(
-        cls, model: nn.Module, gamma_init: float, dual_lr: float, optimism: float = 0.0
+        cls,
+        model: nn.Module,
+        gamma_init: float,
+        dual_lr: float,
+        optimism: float = 0.0,
+        lr: float = 1e-2,
     ) -> DualStrengths:
         """One strength per relaxed layer of ``model``, ``γ_i = gamma_init × layer.strength``
         (``relax.layer_decay`` sets those; 1 by default)."""
         layers = relaxed_layers(model)
         return cls(
-            len(layers), gamma_init, dual_lr, optimism, scales=[layer.strength for layer in layers]
+            len(layers),
+            gamma_init,
+            dual_lr,
+            optimism,
+            scales=[layer.strength for layer in layers],
+            lr=lr,
         )
 
     def lagrangian(self) -> torch.Tensor:
@@ -85,10 +107,18 @@ class DualStrengths(nn.Module):
                 layer.theta = (self.gamma[index].detach() * float(gate)).clone()
 
     @torch.no_grad()
+    def primal_step(self) -> None:
+        """``γ ← γ − α · ∂L/∂γ`` from the gradient of the last backward pass (the task's pull
+        plus ``λ``), then clear that gradient. No gradient (γ not used) leaves γ as it is."""
+        if self.gamma.grad is not None:
+            self.gamma.sub_(self.lr * self.gamma.grad)
+            self.gamma.grad = None
+
+    @torch.no_grad()
     def dual_step(self) -> None:
         """One (optimistic) gradient-ascent step of ``λ`` on the violation ``γ``."""
         violation = self.gamma.detach()
-        self.dual.add_(self.dual_lr * (violation + self.optimism * (violation - self.previous)))
+        self.dual.add_(self.dual_lr * violation + self.damping * (violation - self.previous))
         self.previous.copy_(violation)
 
     @torch.no_grad()

@@ -148,7 +148,11 @@ class Trainer:
         self.strengths: DualStrengths | None = None
         if self.relaxing and hp.relax.schedule == "adaptive":
             self.strengths = DualStrengths.for_model(
-                self.model, hp.relax.gamma_init, hp.relax.dual_lr, hp.relax.dual_optimism
+                self.model,
+                hp.relax.gamma_init,
+                hp.relax.dual_lr,
+                hp.relax.dual_optimism,
+                lr=hp.relax.strength_lr,
             ).to(self.device)
             self.strengths.settle(self.model)
         record_inputs(
@@ -174,16 +178,6 @@ class Trainer:
                     "params": self.free_params,
                     "lr": lr * hp.relax.free_lr_mult,
                     "weight_decay": hp.relax.free_weight_decay,
-                }
-            )
-        if self.strengths is not None:
-            # the strengths move with the free term's learning rate, never decayed: the
-            # only pull towards γ = 0 is the dual variable's
-            groups.append(
-                {
-                    "params": [self.strengths.gamma],
-                    "lr": lr * hp.relax.free_lr_mult,
-                    "weight_decay": 0.0,
                 }
             )
         self.optimizer = torch.optim.AdamW(groups, lr=lr)
@@ -258,6 +252,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
                 if self.strengths is not None and theta != 0.0:
+                    # plain gradient steps on the Lagrangian: γ descends, then λ ascends
+                    self.strengths.primal_step()
                     self.strengths.dual_step()
                     self.strengths.settle(self.model)
                 loss_sum += float(loss.detach())
