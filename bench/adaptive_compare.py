@@ -60,8 +60,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--set", action="append", default=[], help="adaptive's KEY=VALUE")
     parser.add_argument("--json", default="bench/results/adaptive_compare.json")
+    parser.add_argument(
+        "--also",
+        default=None,
+        help="a previous results file of the same recipes and epochs: its runs (other seeds) "
+        "join the statistics",
+    )
     args = parser.parse_args(argv)
     hparams = recipes(parse_set_overrides(args.set))
+    earlier: list[dict[str, Any]] = []
+    if args.also is not None:
+        previous = json.loads(Path(args.also).read_text())
+        if previous["recipes"] != hparams or previous["args"]["epochs"] != args.epochs:
+            parser.error("--also: recorded with other recipes or epochs")
+        earlier = [r for r in previous["figures"]["runs"] if r["seed"] not in args.seeds]
     prepare_data("nbody", SIZE)
     print(f"adaptive_compare: N-body {SIZE}, {args.epochs} epochs, seeds {args.seeds}")
     for name, values in hparams.items():
@@ -74,15 +86,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run = run_one({**job, "hparams": hparams[name], "epochs": args.epochs})
             print(f"  seed {seed} {name}: test MSE {run.get('value')}, {run['seconds']:.0f} s")
             runs.append(run)
+    runs = earlier + runs
+    seeds = sorted({r["seed"] for r in runs})
     by = {(r["recipe"], r["seed"]): r.get("value") for r in runs}
-    rows = [[str(s), *(f"{by[(n, s)]:.4g}" for n in RECIPES)] for s in args.seeds]
-    print(f"\n## nbody: test MSE of the projected model, {args.epochs} epochs, seeds {args.seeds}")
+    rows = [[str(s), *(f"{by[(n, s)]:.4g}" for n in RECIPES)] for s in seeds]
+    print(f"\n## nbody: test MSE of the projected model, {args.epochs} epochs, seeds {seeds}")
     print(table(["seed", *RECIPES], rows))
     out: dict[str, Any] = {"runs": runs, "differences": {}}
     for a, b in PAIRS:
-        diff = paired_difference(
-            [by[(a, s)] for s in args.seeds], [by[(b, s)] for s in args.seeds], "lower"
-        )
+        diff = paired_difference([by[(a, s)] for s in seeds], [by[(b, s)] for s in seeds], "lower")
         out["differences"][f"{a} - {b}"] = diff.as_dict()
         low, high = diff.ci
         rel = ""
