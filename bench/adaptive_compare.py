@@ -31,6 +31,10 @@ SIZE = {
     "model": {"hidden": 64, "layers": 4, "vector_channels": 4},
     "data": {"train_size": 1000, "val_size": 1000, "test_size": 1000},
 }
+QUICK_SIZE = {
+    "model": {"hidden": 16, "layers": 2, "vector_channels": 2},
+    "data": {"train_size": 96, "val_size": 64, "test_size": 64},
+}
 RECIPES = ("standard", "paper", "adaptive")
 PAIRS = (("paper", "standard"), ("adaptive", "standard"), ("adaptive", "paper"))
 
@@ -66,7 +70,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="a previous results file of the same recipes and epochs: its runs (other seeds) "
         "join the statistics",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model and data, 3 epochs, seeds 1 and 2"
+    )
     args = parser.parse_args(argv)
+    size = SIZE
+    if args.quick:
+        size, args.seeds, args.epochs = QUICK_SIZE, [1, 2], 3
+        if args.json == parser.get_default("json"):
+            args.json = "bench/results/adaptive_compare_quick.json"
     hparams = recipes(parse_set_overrides(args.set))
     earlier: list[dict[str, Any]] = []
     if args.also is not None:
@@ -74,15 +86,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if previous["recipes"] != hparams or previous["args"]["epochs"] != args.epochs:
             parser.error("--also: recorded with other recipes or epochs")
         earlier = [r for r in previous["figures"]["runs"] if r["seed"] not in args.seeds]
-    prepare_data("nbody", SIZE)
-    print(f"adaptive_compare: N-body {SIZE}, {args.epochs} epochs, seeds {args.seeds}")
+    prepare_data("nbody", size)
+    print(f"adaptive_compare: N-body {size}, {args.epochs} epochs, seeds {args.seeds}")
     for name, values in hparams.items():
         print(f"  {name}: { {k: v for k, v in values.items() if k in _shown(name)} }")
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in args.seeds:
         for name in RECIPES:
-            job = {**SIZE, "task": "nbody", "recipe": name, "seed": seed}
+            job = {**size, "task": "nbody", "recipe": name, "seed": seed}
             run = run_one({**job, "hparams": hparams[name], "epochs": args.epochs})
             print(f"  seed {seed} {name}: test MSE {run.get('value')}, {run['seconds']:.0f} s")
             runs.append(run)
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "adaptive_compare",
         "machine": machine(),
         "args": vars(args),
-        "size": SIZE,
+        "size": size,
         "recipes": hparams,
         "figures": out,
         "wall_seconds": wall,
