@@ -17,17 +17,19 @@ with ``η`` the dual step (``relax.dual_lr``) and ``ω`` the optimism (``relax.d
 ``ω = 0`` is plain gradient ascent; ``ω > 0`` the optimistic (PI) form, whose proportional
 term ``κ`` damps the oscillation of plain descent–ascent: without the task's pull the two
 steps make ``Δ²γ + α·κ·Δγ + α·η·γ = 0``, a discrete oscillator that ``κ = 2·sqrt(η/α)``
-damps critically, so ``ω = 1`` is critical damping whatever the step sizes. The strengths take plain gradient steps, not Adam's: Adam divides
-each step by the gradient's running magnitude, so ``γ_i`` would fall at about ``α`` per step
-whatever the size of ``λ_i`` and of the task's pull, and the rate would no longer be set by
-the data. ``γ_i = 0`` is an *equality* constraint, so ``λ_i`` has no sign
-constraint (the ``max(0, ·)`` projection of an inequality's multiplier does not apply): a
-layer whose task gradient pulls ``γ_i`` up meets a growing ``λ_i`` until ``λ_i`` balances that
-gradient, at ``γ_i = 0``. A constant multiplier balancing the task's pull on ``γ_i`` at 0 is
+damps critically, so ``ω = 1`` is critical damping whatever the step sizes.
+
+The strengths take plain gradient steps, not Adam's: Adam divides each step by the
+gradient's running magnitude, so ``γ_i`` would fall at about ``α`` per step whatever the size
+of ``λ_i`` and of the task's pull, and the rate would no longer be set by the data.
+
+``γ_i = 0`` is an *equality* constraint, so ``λ_i`` has no sign constraint (the ``max(0, ·)``
+projection of an inequality's multiplier does not apply): a layer whose task gradient pulls
+``γ_i`` up meets a growing ``λ_i`` until ``λ_i`` balances that gradient, at ``γ_i = 0``. A constant multiplier balancing the task's pull on ``γ_i`` at 0 is
 exactly the KKT condition ``∂task/∂γ_i + λ_i = 0``.
 
 Nothing here is a function of progress, so resuming needs :meth:`DualStrengths.state_dict`
-(``γ``, ``λ`` and the previous violation) next to the optimiser's state.
+(``γ``, ``λ`` and the previous violation; the plain step keeps no other state).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
     step → (per epoch) measure projected and relaxed model → hooks observe.
 
 The ``adaptive`` family replaces the scheduled θ by learned per-layer strengths ``γ_i``:
-the loss gains the Lagrangian term ``Σ λ_i γ_i`` and every step ends with a dual step on
-``λ`` (``workers/relax/_adaptive.py``); the schedule is a gate that ends them in the tail.
+the loss gains the Lagrangian term ``Σ λ_i γ_i``, and every step ends with a plain gradient
+step on ``γ`` and a dual step on ``λ`` (``workers/relax/_adaptive.py``); the schedule is a
+gate that ends them in the tail.
 
 Hooks only observe (report to Ray Tune, print, checkpoint); anything that changes the
 maths is in this file.
