@@ -67,8 +67,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--also",
         default=None,
-        help="a previous results file of the same recipes and epochs: its runs (other seeds) "
-        "join the statistics",
+        help="a previous results file of the same recipes and epochs: its runs (other seeds, "
+        "or the recipes --only leaves out) join the statistics",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=RECIPES,
+        default=list(RECIPES),
+        help="train only these recipes (the others come from --also)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny model and data, 3 epochs, seeds 1 and 2"
@@ -83,9 +90,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     earlier: list[dict[str, Any]] = []
     if args.also is not None:
         previous = json.loads(Path(args.also).read_text())
-        if previous["recipes"] != hparams or previous["args"]["epochs"] != args.epochs:
+        kept = [n for n in RECIPES if n not in args.only]
+        if previous["args"]["epochs"] != args.epochs or any(
+            previous["recipes"][n] != hparams[n] for n in kept
+        ):
             parser.error("--also: recorded with other recipes or epochs")
-        earlier = [r for r in previous["figures"]["runs"] if r["seed"] not in args.seeds]
+        same = previous["recipes"] == hparams  # then its other seeds join too
+        earlier = [
+            r
+            for r in previous["figures"]["runs"]
+            if r["recipe"] in kept or (same and r["seed"] not in args.seeds)
+        ]
     prepare_data("nbody", size)
     print(f"adaptive_compare: N-body {size}, {args.epochs} epochs, seeds {args.seeds}")
     for name, values in hparams.items():
@@ -93,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in args.seeds:
-        for name in RECIPES:
+        for name in args.only:
             job = {**size, "task": "nbody", "recipe": name, "seed": seed}
             run = run_one({**job, "hparams": hparams[name], "epochs": args.epochs})
             print(f"  seed {seed} {name}: test MSE {run.get('value')}, {run['seconds']:.0f} s")
