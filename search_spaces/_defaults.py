@@ -24,6 +24,7 @@ SCHEDULE_FAMILIES: tuple[str, ...] = (
     "step",
     "warmup_hold_decay",
     "constant",
+    "adaptive",
 )
 
 #: The hyperparameters each schedule family reads (the others are ignored by that family).
@@ -35,6 +36,12 @@ SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
     "step": ("relax.theta_max", "relax.zero_at"),
     "warmup_hold_decay": ("relax.theta_max", "relax.warmup", "relax.hold", "relax.zero_at"),
     "constant": ("relax.theta",),
+    "adaptive": (
+        "relax.gamma_init",
+        "relax.strength_lr",
+        "relax.dual_lr",
+        "relax.dual_optimism",
+    ),
 }
 
 #: How a relaxed model is made exactly equivariant again (docs/METHOD.md §4).
@@ -72,6 +79,10 @@ _DEFAULTS: dict[str, Any] = {
     "relax.warmup": 0.1,
     "relax.hold": 0.3,
     "relax.theta": 0.1,
+    "relax.gamma_init": 1.0,
+    "relax.strength_lr": 1e-2,
+    "relax.dual_lr": 1e-3,
+    "relax.dual_optimism": 0.0,
     "relax.layer_decay": 1.0,
     "relax.lambda_lie": 0.0,
     "relax.lambda_norm": 0.0,
@@ -100,6 +111,10 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "relax.warmup": (0.0, 1.0, True, True),
     "relax.hold": (0.0, 1.0, True, True),
     "relax.theta": (0.0, math.inf, True, False),
+    "relax.gamma_init": (0.0, math.inf, True, False),
+    "relax.strength_lr": (0.0, math.inf, False, False),
+    "relax.dual_lr": (0.0, math.inf, True, False),
+    "relax.dual_optimism": (0.0, math.inf, True, False),
     "relax.layer_decay": (0.0, math.inf, False, False),
     "relax.lambda_lie": (0.0, math.inf, True, False),
     "relax.lambda_norm": (0.0, math.inf, True, False),

@@ -45,6 +45,10 @@ class RelaxParams(BaseModel):
     warmup: float
     hold: float
     theta: float
+    gamma_init: float
+    strength_lr: float
+    dual_lr: float
+    dual_optimism: float
     layer_decay: float
     lambda_lie: float
     lambda_norm: float

@@ -12,7 +12,8 @@ of that interval) is squeezed into ``[0, 1 − tail]``, and θ is exactly 0 from
 so the network trains without the free term before it is dropped. ``tail`` is
 ``relax.min_tail`` (default 0.1), and at least one epoch when the trainer says how many
 epochs there are (two or more). ``constant`` is the exception: it never reaches 0 (it exists
-to be projected at θ > 0) and gets no tail.
+to be projected at θ > 0) and gets no tail. ``adaptive`` learns its θ per layer; its
+schedule is the gate of :class:`AdaptiveGate` (1, then the same θ = 0 tail).
 """
 
 from __future__ import annotations
@@ -156,6 +157,19 @@ class ConstantSchedule(Schedule):
 
 
 @dataclass(frozen=True)
+class AdaptiveGate(Schedule):
+    """The ``adaptive`` family's schedule: a gate, 1 while the learned strengths act and 0
+    in the tail. Each layer's θ is ``gate(t) × γ_i`` with ``γ_i`` learned and driven to 0
+    by its dual variable (``workers/relax/_adaptive.py``); only the end is a function of
+    progress."""
+
+    family: ClassVar[str] = "adaptive"
+
+    def __call__(self, t: float) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
 class TailedSchedule(Schedule):
     """A decaying family squeezed into ``[0, 1 − tail]``, then exactly 0."""
 
@@ -223,6 +237,8 @@ def _make_family(relax: RelaxParams) -> Schedule:
         return TriangularSchedule(relax.theta_max, relax.peak, relax.zero_at)
     if family == "constant":
         return ConstantSchedule(relax.theta)
+    if family == "adaptive":
+        return AdaptiveGate()
     if family in ("linear_decay", "cosine", "step"):
         cls = {"linear_decay": LinearDecaySchedule, "cosine": CosineSchedule, "step": StepSchedule}[
             family

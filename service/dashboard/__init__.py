@@ -55,9 +55,11 @@ from service.dashboard._page import (
     view_etag,
     warm_up,
 )
+from service.dashboard._strengths import STRENGTHS_CHART_ID, draw_strengths, strength_curves
 
 __all__ = [
     "StudySnapshot",
+    "STRENGTHS_CHART_ID",
     "CHART_IDS",
     "DEFAULT_LINK_FORMAT",
     "FRAGMENT_IDS",
@@ -85,6 +87,7 @@ __all__ = [
     "draw_optimization_history",
     "draw_parallel_coordinate",
     "draw_param_importances",
+    "draw_strengths",
     "draw_theta",
     "epoch_records",
     "equivariance_curves",
@@ -97,6 +100,7 @@ __all__ = [
     "render_dashboard",
     "render_jobs_list",
     "state_counts",
+    "strength_curves",
     "theta_curves",
     "warm_up",
 ]

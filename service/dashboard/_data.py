@@ -382,8 +382,8 @@ def theta_schedules(
     The schedule is a pure function of the hyperparameters and of training progress (the
     trainer recomputes it every step), so the curve is exact at any resolution, not only at
     the epoch ends the history records. Entries: ``number``, ``state``, ``epochs`` (progress
-    in epochs, fractional), ``theta``. Trials whose parameters do not make a schedule are left
-    out.
+    in epochs, fractional), ``theta``. Trials whose parameters do not make a schedule, and
+    ``adaptive`` trials (their θ is learned), are left out.
     """
     from search_spaces import SpecError
     from search_spaces._schedules import make_schedule
@@ -400,6 +400,8 @@ def theta_schedules(
         try:
             schedule = make_schedule(flat, n_epochs)
         except (SpecError, ValueError, TypeError):
+            continue
+        if schedule.family == "adaptive":  # θ is learned, not a function of progress
             continue
         span = n_epochs or 1
         xs = [span * i / (points - 1) for i in range(points)]

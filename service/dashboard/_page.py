@@ -37,7 +37,7 @@ from markupsafe import Markup
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from service.dashboard import _assets, _data, _figures, _gain
+from service.dashboard import _assets, _data, _figures, _gain, _strengths
 from service.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -492,8 +492,9 @@ def dashboard_view(
 
     def theta() -> go.Figure | str:
         curves = _data.theta_schedules(trials, spec)
-        if not curves:  # parameters that make no schedule: what the trials reported
-            curves = _data.theta_curves(trials)
+        drawn = {curve["number"] for curve in curves}
+        # trials without a schedule to draw (adaptive: θ learned): what they reported
+        curves += [c for c in _data.theta_curves(trials) if c["number"] not in drawn]
         return _figures.draw_theta(curves, best_number=best_number)
 
     curves = _data.learning_curves(trials)
@@ -525,6 +526,19 @@ def dashboard_view(
             "chart-importance": _chart(importance, "chart-importance", importance_note.strip()),
         }
     )
+    strengths = _strengths.strength_curves(trials)
+    if strengths or _strengths.may_be_adaptive(spec):  # the adaptive family's own chart
+        after_theta = CHART_IDS.index("chart-theta") + 1
+        context["charts"].insert(
+            after_theta, {"id": _strengths.STRENGTHS_CHART_ID, "heading": _strengths.HEADING}
+        )
+        figures[_strengths.STRENGTHS_CHART_ID] = _chart(
+            lambda: _strengths.draw_strengths(strengths, best_number=best_number)
+            if strengths
+            else "No trial of the adaptive family has reported an epoch yet.",
+            _strengths.STRENGTHS_CHART_ID,
+            _strengths.NOTE,
+        )
     return DashboardView(context, figures)
 
 

@@ -24,7 +24,9 @@ def test_every_family_but_constant_ends_at_exactly_zero(family):
     schedule = make_schedule({"relax.schedule": family, "relax.theta_max": 0.7})
     assert schedule(1.0) == 0.0
     assert schedule.ends_at_zero()
-    assert all(0.0 <= schedule(t) <= 0.7 + 1e-12 for t in GRID)
+    # adaptive's schedule is the gate (1, then the tail) on its learned strengths
+    top = 1.0 if family == "adaptive" else 0.7
+    assert all(0.0 <= schedule(t) <= top + 1e-12 for t in GRID)
 
 
 def test_triangular_is_the_paper_shape():

@@ -5,6 +5,7 @@ near the equivariant subspace; projection maps the model back to an exactly equi
 one; export turns it into plain torch.
 """
 
+from ._adaptive import DualStrengths
 from ._base import (
     FreeInit,
     ProjectionMode,
@@ -57,6 +58,7 @@ __all__ = [
     "SCHEDULE_FAMILIES",
     "SO3_GENERATORS",
     "BlockProjector",
+    "DualStrengths",
     "FreeInit",
     "NotExportableError",
     "ProjectionMode",

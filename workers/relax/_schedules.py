@@ -3,6 +3,7 @@ too); re-exported here for the layers and the training loop."""
 
 from search_spaces._schedules import (
     SCHEDULE_FAMILIES,
+    AdaptiveGate,
     ConstantSchedule,
     CosineSchedule,
     LinearDecaySchedule,
@@ -19,6 +20,7 @@ from search_spaces._schedules import (
 
 __all__ = [
     "SCHEDULE_FAMILIES",
+    "AdaptiveGate",
     "ConstantSchedule",
     "CosineSchedule",
     "LinearDecaySchedule",

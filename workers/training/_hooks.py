@@ -12,6 +12,15 @@ def _fmt(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _adaptive(report: EpochReport) -> str:
+    """``γ=[…] λ=[…]`` of an ``adaptive`` trial (per layer), else nothing."""
+    if report.strengths is None or report.duals is None:
+        return ""
+    gammas = ",".join(format(g, ".3g") for g in report.strengths)
+    duals = ",".join(format(v, ".3g") for v in report.duals)
+    return f"γ=[{gammas}] λ=[{duals}]  "
+
+
 class ConsoleHook:
     """Prints one line per epoch: θ, projected vs relaxed metric, penalties, equivariance."""
 
@@ -27,7 +36,7 @@ class ConsoleHook:
             f"projected={report.equivariance_error_projected:.2e}  "
             f"pen lie={_fmt(report.penalty_lie)} norm={_fmt(report.penalty_norm)} proj={_fmt(report.penalty_proj)} "
             f"grad ratio={_fmt(report.penalty_grad_ratio)}  "
-            f"{report.epoch_seconds:.1f}s",
+            f"{_adaptive(report)}{report.epoch_seconds:.1f}s",
             file=self.stream,
             flush=True,
         )

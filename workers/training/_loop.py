@@ -3,6 +3,11 @@
     θ from the schedule → set on the model → task loss + weighted penalties → backward →
     step → (per epoch) measure projected and relaxed model → hooks observe.
 
+The ``adaptive`` family replaces the scheduled θ by learned per-layer strengths ``γ_i``:
+the loss gains the Lagrangian term ``Σ λ_i γ_i``, and every step ends with a plain gradient
+step on ``γ`` and a dual step on ``λ`` (``workers/relax/_adaptive.py``); the schedule is a
+gate that ends them in the tail.
+
 Hooks only observe (report to Ray Tune, print, checkpoint); anything that changes the
 maths is in this file.
 """
@@ -24,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from search_spaces import Hyperparameters, RelaxtuneError, SpecError
 from workers.relax import (
+    DualStrengths,
     compute_penalties,
     free_parameters,
     make_schedule,
@@ -69,6 +75,10 @@ class EpochReport:
     #: ‖∇ of the weighted penalties‖ / ‖∇ of the task loss‖ on the free weights, measured on
     #: the epoch's last step (None when θ = 0 there, or nothing is penalised)
     penalty_grad_ratio: float | None = None
+    #: ``adaptive`` only: the learned strength γ_i and the dual variable λ_i of every relaxed
+    #: layer (module order) at the epoch's end; None for the scheduled families
+    strengths: list[float] | None = None
+    duals: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +161,17 @@ class Trainer:
                 for p in layer.free_parameters():
                     p.requires_grad_(False)
         self.model.to(self.device)
+        #: ``adaptive``: the learned per-layer strengths and their dual variables
+        self.strengths: DualStrengths | None = None
+        if self.relaxing and hp.relax.schedule == "adaptive":
+            self.strengths = DualStrengths.for_model(
+                self.model,
+                hp.relax.gamma_init,
+                hp.relax.dual_lr,
+                hp.relax.dual_optimism,
+                lr=hp.relax.strength_lr,
+            ).to(self.device)
+            self.strengths.settle(self.model)
         record_inputs(
             self.model, self.penalty_weights["lie"] > 0 or self.penalty_weights["norm"] > 0
         )
@@ -222,7 +243,7 @@ class Trainer:
             for step, batch in enumerate(self.train_loader):
                 progress = (self.epoch * steps_per_epoch + step) / total_steps
                 theta = self.theta_at(progress)
-                set_theta(self.model, theta)
+                self._set_theta(theta)
                 *inputs, target = _to(batch, self.device)
                 while first_batch:
                     first_batch.pop(0)(self)
@@ -233,6 +254,8 @@ class Trainer:
                 penalties = self._penalties() if theta != 0.0 else {}
                 penalty = sum(self.penalty_weights[k] * v for k, v in penalties.items())
                 total = loss + penalty
+                if self.strengths is not None and theta != 0.0:
+                    total = total + self.strengths.lagrangian()
                 if not torch.isfinite(total):
                     raise TrialDivergedError(
                         f"loss became {float(total.detach())} at epoch {self.epoch + 1}, step {step + 1} (θ={theta:.4g})"
@@ -245,6 +268,11 @@ class Trainer:
                     # one bad batch must not throw the run away (docs/METHOD.md §6)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
                 self.optimizer.step()
+                if self.strengths is not None and theta != 0.0:
+                    # plain gradient steps on the Lagrangian: γ descends, then λ ascends
+                    self.strengths.primal_step()
+                    self.strengths.dual_step()
+                    self.strengths.settle(self.model)
                 loss_sum += float(loss.detach())
                 n_batches += 1
                 for k, v in penalties.items():
@@ -264,6 +292,18 @@ class Trainer:
             if should_stop is not None and should_stop():
                 break
         return TrainResult(reports=list(self.reports))
+
+    def _set_theta(self, theta: float) -> None:
+        """θ of every relaxed layer for the next forward: the schedule's, or for ``adaptive``
+        the learned ``γ_i`` (differentiable) while the gate is open and exactly 0 (strengths
+        released) in the tail."""
+        if self.strengths is None:
+            set_theta(self.model, theta)
+        elif theta != 0.0:
+            self.strengths.apply(self.model)
+        else:
+            self.strengths.release()
+            self.strengths.settle(self.model, 0.0)
 
     def _penalties(self) -> dict[str, torch.Tensor]:
         wanted = tuple(k for k, w in self.penalty_weights.items() if w > 0)
@@ -328,7 +368,15 @@ class Trainer:
         progress = self.epoch / self.config.epochs
         theta = self.theta_at(progress) if progress < 1.0 else self.theta_at(1.0)
         # θ as the model will be projected now: the value the next step would use
-        set_theta(self.model, theta)
+        strengths = duals = None
+        if self.strengths is None:
+            set_theta(self.model, theta)
+        else:
+            if theta == 0.0:
+                self.strengths.release()
+            self.strengths.settle(self.model, theta)
+            theta = theta * self.strengths.largest()
+            strengths, duals = self.strengths.strengths(), self.strengths.duals()
         projected = self.projected_model()
         val_relaxed = self.evaluate(self.model, self.val_loader)
         val_projected = self.evaluate(projected, self.val_loader)
@@ -346,6 +394,8 @@ class Trainer:
             equivariance_error_projected=self.equivariance_error(projected),
             epoch_seconds=seconds,
             penalty_grad_ratio=grad_ratio,
+            strengths=strengths,
+            duals=duals,
         )
         if not math.isfinite(val_projected):
             raise TrialDivergedError(
@@ -364,6 +414,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "shuffle_rng": self.shuffle.get_state(),
             "reports": [r.as_dict() for r in self.reports],
+            **({} if self.strengths is None else {"strengths": self.strengths.state_dict()}),
         }
 
     def save_state(self, directory: str | Path) -> Path:
@@ -383,6 +434,9 @@ class Trainer:
         self.model.train()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.strengths is not None:
+            self.strengths.load_state_dict(state["strengths"])
+            self.strengths.settle(self.model)
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
         self.shuffle.set_state(state["shuffle_rng"])
