@@ -889,7 +889,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export (or re-export) a finished job's best trial as a checkpoint folder."""
-    from service.search import export_best
+    from service.export import export_best
     from service.store import validate_job_id
 
     try:
@@ -908,8 +908,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"export failed: {type(exc).__name__}: {first_line} (the trials are kept; "
             "fix the cause and run `relaxtune export` again)"
         ) from exc
-    _record_export(args, best)
-    _print_json(best)
+    _record_export(args, best.to_dict())
+    _print_json(best.to_dict())
     return 0
 
 

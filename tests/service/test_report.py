@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from search_spaces import parse_spec, relaxation_off
 from service import cli
 from service.api import create_app
+from service.artifacts import report_study_name
 from service.controller import Controller
-from service.gain import FIRST_REPORT_SEED, report_study_name
+from service.gain import FIRST_REPORT_SEED
 from service.settings import Settings
 from service.store import JobStore
 

@@ -21,11 +21,13 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service.api import create_app
+from service.artifacts import study_name
 from service.cli import _progress_text
-from service.search import _trial_hparams, progress_of, run_search, study_name
+from service.search import run_search
 from service.settings import Settings
 from service.store import JobStore
-from service.strategy import REQUEUED, next_stage, stage1_best
+from service.strategy import next_stage, stage1_best
+from service.study import REQUEUED, progress_of, trial_hparams
 
 OPTIM = {"optim.lr", "optim.weight_decay", "optim.batch_size"}
 
@@ -163,7 +165,7 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     for t in first:
         assert set(t.params) == OPTIM
         assert all(h["theta"] == 0 for h in t.user_attrs["history"])
-        assert _trial_hparams(spec, t)["relax.schedule"] == "none"
+        assert trial_hparams(spec, t)["relax.schedule"] == "none"
     baseline = stage1_best(study)
     assert baseline is not None and baseline.state == TrialState.COMPLETE
 
@@ -184,7 +186,7 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     assert result["best"]["value"] <= baseline.value
     assert result["best"]["stage"] == best.user_attrs["stage"]
     exported = json.loads((tmp_path / "art/jobs" / job.id / "best/config.json").read_text())
-    assert exported["hparams"]["relax.schedule"] == _trial_hparams(spec, best)["relax.schedule"]
+    assert exported["hparams"]["relax.schedule"] == trial_hparams(spec, best)["relax.schedule"]
 
     # the stage of each trial is in the trials API and in the run summary
     token = store.create_token("reader", tenant="alice")
