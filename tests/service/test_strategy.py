@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from search_spaces import parse_spec
 from service.api import create_app
 from service.artifacts import study_name
-from service.cli import _progress_text
+from service.cli._views import progress_text
 from service.search import run_search
 from service.settings import Settings
 from service.store import JobStore
@@ -116,7 +116,7 @@ def test_plan_runs_stage_1_then_stage_2_with_the_best_optimiser() -> None:
     assert next_stage(spec, study) is None
     progress = progress_of(study, 6, "min")
     assert progress["stage"] == 2 and progress["best_value"] == 0.2
-    assert _progress_text(progress) == "6/6 trials (0 running), stage 2 of 2, best 0.2"
+    assert progress_text(progress) == "6/6 trials (0 running), stage 2 of 2, best 0.2"
 
 
 def test_plan_refuses_stage_2_without_a_completed_stage_1_trial() -> None:
