@@ -116,7 +116,7 @@ def plain_tune_relax_trial(
         param_space={
             TRIAL_NUMBER: tune.grid_search(list(range(trials))),
             TRIAL_DIR: tune.sample_from(
-                lambda s: str(trial_dir(trials_root, s.config[TRIAL_NUMBER]))
+                lambda config: str(trial_dir(trials_root, config[TRIAL_NUMBER]))
             ),
             "optim.lr": tune.loguniform(1e-4, 1e-2),
         },
