@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from service._internals import (
+    completed_trials_of,
     find_optuna_trial,
     optuna_study_of,
     optuna_trial_of,
@@ -178,7 +179,7 @@ def _define_searcher() -> type:
         def on_trial_complete(
             self, trial_id: str, result: dict | None = None, error: bool = False
         ) -> None:
-            if trial_id in self._completed_trials:
+            if trial_id in completed_trials_of(self):
                 return
             ot_trial = optuna_trial_of(self, trial_id)
             if result and not error and "epoch" in result and "diverged" not in result:
@@ -213,7 +214,7 @@ def _define_searcher() -> type:
                 optuna_study_of(self).tell(ot_trial, value, state=state)
             except Exception as exc:  # a trial already finished elsewhere must not stop the search
                 log.warning("could not record trial %s: %s", ot_trial.number, exc)
-            self._completed_trials.add(trial_id)
+            completed_trials_of(self).add(trial_id)
 
         def close_timed_out(self) -> None:
             """Trials still running when the timeout ended the experiment: Tune stops them
@@ -223,7 +224,7 @@ def _define_searcher() -> type:
             if self.cancel_reason != TIMED_OUT:
                 return
             for trial_id, ot_trial in optuna_trials_of(self).items():
-                if trial_id in self._completed_trials:
+                if trial_id in completed_trials_of(self):
                     continue
                 last = self._last.get(trial_id)
                 if last and "epoch" in last:
@@ -234,7 +235,7 @@ def _define_searcher() -> type:
                     optuna_study_of(self).tell(ot_trial, None, state=TrialState.FAIL)
                 except Exception as exc:
                     log.warning("could not record trial %s: %s", ot_trial.number, exc)
-                self._completed_trials.add(trial_id)
+                completed_trials_of(self).add(trial_id)
 
     return RelaxOptunaSearch
 
