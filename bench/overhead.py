@@ -104,15 +104,20 @@ def plain_tune_relax_trial(
     from ray import tune
 
     from search_spaces import parse_spec
+    from service.artifacts import trial_dir
     from service.search import trial_base
-    from workers.trainable import TRIAL_NUMBER, relax_trial
+    from workers.trainable import TRIAL_DIR, TRIAL_NUMBER, relax_trial
 
     spec = parse_spec(job_spec("plain-relax-trial", trials, epochs, seconds, concurrency))
-    base = trial_base(spec, storage / f"trials-{concurrency}-{time.time_ns()}")
+    base = trial_base(spec)
+    trials_root = storage / f"trials-{concurrency}-{time.time_ns()}"
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(relax_trial, base=base), {"cpu": 1}),
         param_space={
             TRIAL_NUMBER: tune.grid_search(list(range(trials))),
+            TRIAL_DIR: tune.sample_from(
+                lambda config: str(trial_dir(trials_root, config[TRIAL_NUMBER]))
+            ),
             "optim.lr": tune.loguniform(1e-4, 1e-2),
         },
         tune_config=tune.TuneConfig(

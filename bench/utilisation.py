@@ -85,7 +85,7 @@ def run_queue(
     import optuna
 
     from search_spaces import parse_spec
-    from service.search import study_name
+    from service.artifacts import study_name
 
     folder = tmp / label.replace(" ", "-")
     folder.mkdir()

@@ -7,9 +7,10 @@ changes them).
   trial this process did not ask for; the storage's methods can (they are public on
   ``BaseStorage``), but a study's storage (``Study._storage``) and a frozen trial's storage id
   (``FrozenTrial._trial_id``) are private.
-* Ray Tune: ``OptunaSearch`` keeps the Optuna trial of each Tune trial in ``_ot_trials`` and
-  its study in ``_ot_study``, with no accessor; the search's subclass reads both to attach
-  per-epoch history, stage and stop reasons to the Optuna trial of a Tune trial.
+* Ray Tune: ``OptunaSearch`` keeps the Optuna trial of each Tune trial in ``_ot_trials``, its
+  study in ``_ot_study`` and the Tune trials it has closed in ``_completed_trials``, with no
+  accessor; the search's subclass reads them to attach per-epoch history, stage and stop
+  reasons to the Optuna trial of a Tune trial, and records the trials it closes itself.
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ def optuna_trials_of(searcher: Any) -> dict[str, optuna.trial.Trial]:
 def optuna_study_of(searcher: Any) -> optuna.Study:
     """The Optuna study an ``OptunaSearch`` asks and tells."""
     return searcher._ot_study
+
+
+def completed_trials_of(searcher: Any) -> set[str]:
+    """The Tune trial ids an ``OptunaSearch`` has closed (told Optuna their outcome): its own
+    set, which a subclass that closes a trial adds to, so that Ray's methods ignore what
+    arrives for it afterwards."""
+    return searcher._completed_trials

@@ -26,6 +26,7 @@ from typing import Any
 from search_spaces import is_relaxing, relaxation_off
 from service import _gain_stats
 from service._json import finite_or_none
+from service.study import CANCELLED
 
 AS_FOUND = "as_found"
 RELAXATION_OFF = "relaxation_off"
@@ -37,7 +38,11 @@ FIRST_REPORT_SEED = 1000
 
 #: Why a run stopped that a later driver run must redo (anything else, e.g. a diverged loss,
 #: is the run's outcome and stays).
-INTERRUPTED_REASONS = ("driver stopped", "job cancelled", "stopped before its end", "error")
+#: ``stop_reason`` of a run a dead driver left running, and of one Tune ended short otherwise
+#: (a run a cancel stopped has ``service.study.CANCELLED``): each is redone
+RUN_AGAIN = "driver stopped; run again"
+STOPPED_SHORT = "stopped before its end"
+INTERRUPTED_REASONS = ("driver stopped", CANCELLED, STOPPED_SHORT, "error")
 
 # user attributes of a report run
 ATTR_ARM = "report_arm"
@@ -48,11 +53,6 @@ ATTR_TEST = "test_value"
 ATTR_VAL = "val_value"
 ATTR_STOP = "stop_reason"
 ATTR_DIR = "run_dir"
-
-
-def report_study_name(job_id: str) -> str:
-    """The Optuna study holding a job's report runs."""
-    return f"job-{job_id}-report"
 
 
 def report_seeds(k: int, search_seed: int) -> list[int]:

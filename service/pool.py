@@ -39,9 +39,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
+from service.artifacts import driver_log
 from service.errors import Conflict, NotFound, RelaxtuneError
 from service.fairshare import Demand, Queued, Running, demand_of, plan
 from service.settings import Settings
@@ -278,9 +278,9 @@ class DriverPool:
         return {t: effective_settings(self.store, self.settings, t) for t in tenants}
 
     def _spawn(self, job: Job, demand: Demand) -> None:
-        folder = Path(self.settings.artifacts) / "jobs" / job.id
-        folder.mkdir(parents=True, exist_ok=True)
-        log = open(folder / "driver.log", "ab")  # noqa: SIM115 - closed when reaped
+        log_path = driver_log(self.settings.artifacts, job.id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")  # noqa: SIM115 - closed when reaped
         argv = [sys.executable, "-m", "service.driver", job.id, "--db", self.store.url]
         argv += ["--artifacts", str(self.settings.artifacts), "--worker-id", self.worker_id]
         argv += ["--ray-address", str(self.ray_address)]
@@ -328,7 +328,7 @@ class DriverPool:
         if deaths > self.settings.driver_restarts:
             error = (
                 f"its driver process died {deaths} times (last: {how}); see "
-                f"{Path(self.settings.artifacts) / 'jobs' / job.id / 'driver.log'}"
+                f"{driver_log(self.settings.artifacts, job.id)}"
             )
             logger.error("job %s failed: %s", job.id, error)
             with contextlib.suppress(Conflict):

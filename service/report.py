@@ -15,15 +15,14 @@ Resuming: runs already COMPLETE (or ended by their own outcome, e.g. a diverged 
 kept; runs a dead driver left RUNNING, and runs stopped by a cancel, are marked FAIL and run
 again in a new trial, continuing from their last epoch state (``<run>/state``).
 
-This module imports Ray and torch (through ``service.search``): only the controller, the
-CLI's foreground commands and the benchmarks load it.
+Ray and torch are imported when a report runs, not at import; only the controller, the
+CLI's foreground commands and the benchmarks run it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,17 +36,11 @@ from search_spaces import JobSpec, SpecError, check_hparams
 from service import gain
 from service._internals import fail_left_running
 from service._json import finite_or_none, json_safe
+from service.artifacts import best_dir, ray_dir, report_dir, report_study_name, study_name
 from service.errors import Conflict
-from service.search import (
-    _CANCEL_EVENTS,
-    _CancelStopper,
-    _ray_init,
-    _trial_hparams,
-    job_dir,
-    optuna_storage,
-    study_name,
-    trial_base,
-)
+from service.search import trial_base
+from service.searcher import cancel_event, cancel_stopper, lazy_class, quiet_driver, ray_init
+from service.study import BEST_TRIAL, CANCELLED, optuna_storage, trial_hparams
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +48,8 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0
 
 
-def report_dir(artifacts_dir: str | Path, job_id: str) -> Path:
-    """``<artifacts>/jobs/<id>/report``: one folder per run (``state/``, ``model/``)."""
-    return job_dir(artifacts_dir, job_id) / "report"
-
-
 def _best_search_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    number = study.user_attrs.get("best_trial")
+    number = study.user_attrs.get(BEST_TRIAL)
     if number is None:
         raise Conflict(
             "the job has no exported best trial yet: a gain report retrains the best "
@@ -77,7 +65,7 @@ def _reconcile(study: optuna.Study) -> int:
     """Mark runs a dead driver left RUNNING as interrupted (they run again)."""
     count = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        fail_left_running(study, trial, gain.ATTR_STOP, "driver stopped; run again")
+        fail_left_running(study, trial, gain.ATTR_STOP, gain.RUN_AGAIN)
         count += 1
     return count
 
@@ -167,7 +155,7 @@ class _Recording:
         elif final:
             self.close(index, TrialState.FAIL, None, "no finite test metric")
         else:
-            reason = "job cancelled" if self.cancelled.is_set() else "stopped before its end"
+            reason = CANCELLED if self.cancelled.is_set() else gain.STOPPED_SHORT
             self.close(index, TrialState.FAIL, None, reason)
 
     def close(self, index: int, state: TrialState, value: float | None, reason: str | None) -> None:
@@ -187,42 +175,53 @@ class _Recording:
 _RECORDINGS: dict[str, _Recording] = {}
 
 
-def _callback_base():
+def _define_report_recorder() -> type:
     from ray.tune import Callback
 
-    return Callback
+    class _ReportRecorder(Callback):
+        """Tune callback handing each report run's results to its :class:`_Recording` (kept as
+        an attribute of this module, ``searcher.lazy_class``, so that Tune pickles it by
+        reference, with nothing but its key)."""
+
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def _target(self, trial: Any) -> tuple[_Recording, int]:
+            from workers.trainable import REPORT_RUN
+
+            return _RECORDINGS[self.key], int(trial.config[REPORT_RUN])
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recording, index = self._target(trial)
+            recording.start(index)
+
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
+            recording, index = self._target(trial)
+            recording.result(index, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recording, index = self._target(trial)
+            recording.complete(index)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            recording, index = self._target(trial)
+            error = getattr(trial, "error_file", None) or "see the Ray logs"
+            recording.close(index, TrialState.FAIL, None, f"error: {error}")
+
+    return _ReportRecorder
 
 
-class _ReportRecorder(_callback_base()):  # type: ignore[misc]  # Ray's Callback, imported lazily
-    """Tune callback handing each report run's results to its :class:`_Recording` (defined
-    at module level so that Tune pickles it by reference, with nothing but its key)."""
+def _report_recorder(key: str) -> Any:
+    return lazy_class(__name__, "_ReportRecorder", _define_report_recorder)(key)
 
-    def __init__(self, key: str) -> None:
-        self.key = key
 
-    def _target(self, trial: Any) -> tuple[_Recording, int]:
-        from workers.trainable import REPORT_RUN
-
-        return _RECORDINGS[self.key], int(trial.config[REPORT_RUN])
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        recording, index = self._target(trial)
-        recording.start(index)
-
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-    ) -> None:
-        recording, index = self._target(trial)
-        recording.result(index, result)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        recording, index = self._target(trial)
-        recording.complete(index)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        recording, index = self._target(trial)
-        error = getattr(trial, "error_file", None) or "see the Ray logs"
-        recording.close(index, TrialState.FAIL, None, f"error: {error}")
+def __getattr__(name: str) -> Any:
+    # how pickle finds the lazily defined callback when it loads one
+    if name == "_ReportRecorder":
+        return lazy_class(__name__, name, _define_report_recorder)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_report(
@@ -232,7 +231,7 @@ def read_report(
     storage = storage or optuna_storage(db_url)
     try:
         trials = optuna.load_study(
-            study_name=gain.report_study_name(job_id), storage=storage
+            study_name=report_study_name(job_id), storage=storage
         ).get_trials(deepcopy=False)
     except KeyError:
         trials = []
@@ -250,7 +249,7 @@ def read_report(
 def write_gain(artifacts_dir: str | Path, job_id: str, report: dict[str, Any]) -> Path | None:
     """Put the report's figures under ``gain`` in the best checkpoint's ``metrics.json``
     (atomically: a reader sees the old file or the new one). ``None`` without a checkpoint."""
-    path = job_dir(artifacts_dir, job_id) / "best" / "metrics.json"
+    path = best_dir(artifacts_dir, job_id) / "metrics.json"
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -322,21 +321,19 @@ def run_report(
         raise SpecError(
             "report.seeds", "no report seeds: give seeds or set report.seeds in the spec"
         )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_driver()
     storage = optuna_storage(db_url)
     try:
         search = optuna.load_study(study_name=study_name(job_id), storage=storage)
     except KeyError as exc:
         raise Conflict(f"job {job_id} has no search study: search first") from exc
     best = _best_search_trial(search)
-    hparams = check_hparams(_trial_hparams(spec, best))
+    hparams = check_hparams(trial_hparams(spec, best))
     runs = gain.plan(hparams, k, spec.seed)
     quantity = gain.quantity_for(spec.objective.metric.removeprefix("val_"), spec.objective.mode)
     study = optuna.create_study(
         storage=storage,
-        study_name=gain.report_study_name(job_id),
+        study_name=report_study_name(job_id),
         sampler=optuna.samplers.RandomSampler(seed=spec.seed),
         direction="maximize" if spec.objective.mode == "max" else "minimize",
         load_if_exists=True,
@@ -348,7 +345,7 @@ def run_report(
     settled = _settled_keys(study, best.number)
     todo = [run for run in runs if run.key not in settled]
     echo = print if show_progress else None
-    stop_event = _CANCEL_EVENTS.setdefault(job_id, threading.Event())
+    stop_event = cancel_event(job_id)
     stop_event.clear()
     folder = report_dir(artifacts_dir, job_id).resolve()
 
@@ -372,6 +369,7 @@ def run_report(
             source_trial=best.number,
             folder=folder,
             storage_path=storage_path,
+            ray_storage_path=storage_path or ray_dir(artifacts_dir, job_id),
             ray_address=ray_address,
             num_cpus=num_cpus,
             stop_event=stop_event,
@@ -408,6 +406,7 @@ def _train(
     source_trial: int,
     folder: Path,
     storage_path: str | None,
+    ray_storage_path: str | Path,
     ray_address: str | None,
     num_cpus: int | None,
     stop_event: threading.Event,
@@ -422,7 +421,7 @@ def _train(
 
     from workers.trainable import REPORT_RUN, report_trial
 
-    _ray_init(ray_address, num_cpus)
+    ray_init(ray_address, num_cpus)
     attrs = [
         {
             gain.ATTR_ARM: run.arm,
@@ -434,7 +433,7 @@ def _train(
         for run in todo
     ]
     base = {
-        **trial_base(spec, folder),
+        **trial_base(spec),
         "data_seed": spec.seed,  # the search's data split for every run
         "runs": [
             {"hparams": run.hparams, "seed": run.seed, "dir": str(folder / run.folder)}
@@ -447,7 +446,7 @@ def _train(
     )
     key = f"{job_id}-{time.monotonic_ns()}"
     recording = _RECORDINGS[key] = _Recording(attrs, study, stop_event, echo, quantity)
-    ray_storage = str(storage_path or (folder.parent / "ray"))
+    ray_storage = str(ray_storage_path)
     if "://" not in ray_storage:
         ray_storage = str(Path(ray_storage).expanduser().resolve())
     stamp = int(time.time())
@@ -462,8 +461,8 @@ def _train(
         run_config=tune.RunConfig(
             name=f"report-{job_id}-{stamp}" if storage_path else f"report-{stamp}",
             storage_path=ray_storage,
-            stop=_CancelStopper(job_id),
-            callbacks=[_ReportRecorder(key)],
+            stop=cancel_stopper(job_id),
+            callbacks=[_report_recorder(key)],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -488,7 +487,7 @@ def _train(
     finally:
         finished.set()
         watcher.join(timeout=5)
-        reason = "job cancelled" if stop_event.is_set() else "stopped before its end"
+        reason = CANCELLED if stop_event.is_set() else gain.STOPPED_SHORT
         for index in range(len(todo)):  # anything Tune ended without telling the recording
             recording.close(index, TrialState.FAIL, None, reason)
         del _RECORDINGS[key]

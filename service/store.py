@@ -34,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.artifacts import study_name
 from service.errors import Conflict, LimitExceeded, NotFound, StoreError
 from service.migrations import SchemaChange
 from service.progress import Progress
@@ -47,7 +48,6 @@ __all__ = [
     "JobStore",
     "Principal",
     "SchemaUpgrade",
-    "study_name",
     "validate_job_id",
 ]
 
@@ -135,11 +135,6 @@ def _iso(value: datetime | None) -> str | None:
     return None if utc is None else utc.isoformat()
 
 
-def study_name(job_id: str) -> str:
-    """Name of the Optuna study that holds a job's trials."""
-    return f"job-{validate_job_id(job_id)}"
-
-
 def validate_job_id(job_id: str) -> str:
     """Return ``job_id`` if it is well formed, else raise :class:`NotFound`.
 
@@ -149,6 +144,20 @@ def validate_job_id(job_id: str) -> str:
     if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
         raise NotFound("job not found")
     return job_id
+
+
+def _running_values(worker_id: str) -> dict[str, Any]:
+    """The columns a claim sets: the job runs from now, held by ``worker_id``, with no error
+    or end time left from an earlier run."""
+    now = _now()
+    return {
+        "status": "running",
+        "claimed_by": worker_id,
+        "started_at": now,
+        "heartbeat_at": now,
+        "error": None,
+        "finished_at": None,
+    }
 
 
 def _hash_token(token: str) -> str:
@@ -191,7 +200,7 @@ class Job:
     @property
     def study_name(self) -> str:
         """Name of the job's Optuna study."""
-        return f"job-{self.id}"
+        return study_name(self.id)
 
     @property
     def progress_info(self) -> Progress:
@@ -570,18 +579,10 @@ class JobStore:
         )
         if self.dialect == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
-        now = _now()
         update = (
             jobs_table.update()
             .where(jobs_table.c.id == candidate.scalar_subquery(), jobs_table.c.status == "queued")
-            .values(
-                status="running",
-                claimed_by=worker_id,
-                started_at=now,
-                heartbeat_at=now,
-                error=None,
-                finished_at=None,
-            )
+            .values(**_running_values(worker_id))
             .returning(*jobs_table.c)
         )
         with self._write("claiming a job") as conn:
@@ -597,7 +598,6 @@ class JobStore:
         """
         validate_job_id(job_id)
         allowed = ["queued", "failed"] + (["running"] if allow_running else [])
-        now = _now()
         update = (
             jobs_table.update()
             .where(
@@ -611,15 +611,7 @@ class JobStore:
                     )
                 ),
             )
-            .values(
-                status="running",
-                claimed_by=worker_id,
-                started_at=now,
-                heartbeat_at=now,
-                error=None,
-                finished_at=None,
-                cancel_requested=False,
-            )
+            .values(**_running_values(worker_id), cancel_requested=False)
             .returning(*jobs_table.c)
         )
         with self._write("claiming a job") as conn:

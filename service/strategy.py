@@ -46,10 +46,7 @@ from search_spaces import (
     startup_trials,
 )
 from service.errors import SearchFailed
-
-#: ``stop_reason`` of a trial a dead driver left running: it was re-queued as a new trial,
-#: so it does not use up budget
-REQUEUED = "driver stopped; re-queued"
+from service.study import trial_stage, uses_budget
 
 STAGE_NAMES = {1: "optimiser, relaxation off", 2: "relaxation, optimiser fixed"}
 
@@ -67,13 +64,6 @@ class Stage:
     sampler: optuna.samplers.BaseSampler
     #: user attributes set on every trial of the stage
     attrs: dict[str, Any] = field(default_factory=dict)
-
-
-def uses_budget(trial: FrozenTrial) -> bool:
-    """Whether ``trial`` used up budget: COMPLETE, PRUNED, and FAIL unless re-queued."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and trial.user_attrs.get("stop_reason") != REQUEUED
 
 
 def tpe_sampler(seed: int, n_startup: int) -> optuna.samplers.TPESampler:
@@ -149,7 +139,7 @@ def _started_joint(trials: list[FrozenTrial]) -> bool:
 
 def stage1_best(study: optuna.Study) -> FrozenTrial | None:
     """The best COMPLETE stage-1 trial: the tuned baseline whose optimiser stage 2 keeps."""
-    return _best(study, [t for t in study.get_trials(deepcopy=False) if _stage(t) == 1])
+    return _best(study, [t for t in study.get_trials(deepcopy=False) if trial_stage(t) == 1])
 
 
 def stage_summary(study: optuna.Study) -> list[dict[str, Any]]:
@@ -157,8 +147,8 @@ def stage_summary(study: optuna.Study) -> list[dict[str, Any]]:
     how many trials finished, and its best COMPLETE trial's number and value."""
     trials = study.get_trials(deepcopy=False)
     out = []
-    for number in sorted({s for t in trials if (s := _stage(t)) is not None}):
-        members = [t for t in trials if _stage(t) == number]
+    for number in sorted({s for t in trials if (s := trial_stage(t)) is not None}):
+        members = [t for t in trials if trial_stage(t) == number]
         best = _best(study, members)
         out.append(
             {
@@ -170,16 +160,6 @@ def stage_summary(study: optuna.Study) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def current_stage(trials: list[FrozenTrial]) -> int | None:
-    """The latest stage that has trials (``None`` for a joint job or before any trial)."""
-    return max((s for t in trials if (s := _stage(t)) is not None), default=None)
-
-
-def _stage(trial: FrozenTrial) -> int | None:
-    stage = trial.user_attrs.get(STAGE_ATTR)
-    return stage if isinstance(stage, int) else None
 
 
 def _best(study: optuna.Study, trials: list[FrozenTrial]) -> FrozenTrial | None:

@@ -141,6 +141,8 @@ def test_compose_one_image_and_shared_storage(config: dict[str, Any]) -> None:
     services = config["services"]
     images = {services[name]["image"] for name in PYTHON_SERVICES}
     assert len(images) == 1, images
+    # built from the Dockerfile's full target (its `api` target holds no torch, escnn or Ray)
+    assert {services[name]["build"].get("target") for name in PYTHON_SERVICES} == {"full"}
     for name in PYTHON_SERVICES:
         assert any(v.startswith("shared:/shared") for v in services[name]["volumes"]), name
         env = services[name]["environment"]

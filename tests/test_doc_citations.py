@@ -56,3 +56,13 @@ def test_the_check_catches_a_missing_document() -> None:
     found = CITATION.findall(f"see {outside} §3 and {absent}")
     assert found == [(outside, "3"), (absent, "")]
     assert not (ROOT / absent).exists() and not (ROOT.parent / "outside").exists()
+
+
+def test_the_architecture_names_only_paths_that_exist() -> None:
+    """Every module or folder ``docs/ARCHITECTURE.md`` names (in backquotes) is in the
+    repository: a module moved or renamed without the document fails here."""
+    text = (ROOT / "docs/ARCHITECTURE.md").read_text("utf-8")
+    pattern = r"`((?:service|workers|search_spaces|bench|scripts|tests)/[^`*\s]+)`"
+    paths = set(re.findall(pattern, text))
+    assert len(paths) > 20
+    assert not sorted(p for p in paths if not (ROOT / p).exists())

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 #: keys the driver adds to a trial's config besides the flat hyperparameters
 TRIAL_NUMBER = "_trial_number"
+TRIAL_DIR = "_trial_dir"
 RESUME_FROM = "_resume_from"
 #: file in a trial's folder holding the first line of the exception that ended it (the
 #: driver records it as the trial's ``stop_reason``; Ray only hands it an error flag)
@@ -74,13 +75,14 @@ def relax_trial(config: dict[str, Any], base: dict[str, Any]) -> None:
     """Ray Tune function trainable.
 
     ``config``: the flat hyperparameters sampled by Optuna plus ``_trial_number`` (the
-    Optuna trial number) and optionally ``_resume_from`` (state folder of a trial that a
-    dead driver left behind). ``base``: task, model, data, epochs, seed and the job's
-    trial folder root (constant for every trial, passed with ``tune.with_parameters``).
+    Optuna trial number), ``_trial_dir`` (the trial's state folder, named by the driver) and
+    optionally ``_resume_from`` (state folder of a trial that a dead driver left behind).
+    ``base``: the job's trial configuration (constant for every trial, passed with
+    ``tune.with_parameters``).
     """
     hparams = {k: v for k, v in config.items() if not k.startswith("_")}
     number = int(config[TRIAL_NUMBER])
-    trial_dir = Path(base["trials_dir"]) / f"{number:05d}"
+    trial_dir = Path(config[TRIAL_DIR])
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / ERROR_FILE).unlink(missing_ok=True)  # from an attempt Ray retried
     try:

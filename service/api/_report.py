@@ -6,8 +6,9 @@ from typing import Any
 
 from service._json import json_safe
 from service.api._trials_sql import read_study_snapshot
+from service.artifacts import report_study_name
 from service.errors import LimitExceeded
-from service.gain import build_report, report_study_name
+from service.gain import build_report
 from service.settings import Settings
 from service.store import Job, JobStore
 

@@ -152,7 +152,7 @@ def study_trials(db: str, job_id: str) -> list[Any]:
     study exists."""
     import optuna
 
-    from service.search import study_name
+    from service.artifacts import study_name
 
     try:
         return optuna.load_study(study_name=study_name(job_id), storage=db).get_trials()

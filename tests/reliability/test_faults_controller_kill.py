@@ -21,7 +21,7 @@ from _reliability_support import (
 from optuna.trial import TrialState
 
 from search_spaces import parse_spec
-from service.search import study_name
+from service.artifacts import study_name
 from service.store import JobStore
 
 pytestmark = pytest.mark.slow

@@ -40,8 +40,8 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service import cli
+from service.artifacts import study_name
 from service.quotas import set_overrides
-from service.search import study_name
 from service.store import TERMINAL_STATUSES, JobStore
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from _reliability_support import kill_group, relaxtune_args, start_process, tiny
 from optuna.trial import TrialState
 
 from search_spaces import parse_spec
-from service.gain import report_study_name
+from service.artifacts import report_study_name
 from service.store import JobStore
 
 pytestmark = pytest.mark.slow

@@ -26,10 +26,11 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service import cli
+from service.artifacts import study_name
 from service.controller import Controller
-from service.search import progress_of, study_name
 from service.settings import Settings
 from service.store import Job, JobStore
+from service.study import progress_of
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.cli import _queue_text
+from service.cli._views import queue_text
 from service.settings import Settings
 from service.store import JobStore
 
@@ -94,7 +94,7 @@ def test_cluster_shows_use_per_tenant_without_other_tenants_jobs(
     listed = {j["id"]: j for j in client.get("/v1/jobs", headers=headers["alice"]).json()["data"]}
     assert listed[waiting.id]["queue"]["position"] == 1
     assert listed[a.id]["queue"] is None  # not queued
-    assert _queue_text(job["queue"]) == f"#1: {reason}"
+    assert queue_text(job["queue"]) == f"#1: {reason}"
 
     # a stopped controller's record is not shown
     store.record_cluster(

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from service import cli
 from service.api import create_app
 from service.artifacts import UnsafeArchive, best_dir, safe_extract
+from service.cli import _client as cli_client
 from service.settings import Settings
 from service.store import JobStore
 
@@ -48,7 +49,7 @@ def relaxtune(
         headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
         return TestClient(app, base_url=args.url, headers=headers)
 
-    monkeypatch.setattr(cli, "_http_client", client)
+    monkeypatch.setattr(cli_client, "_http_client", client)
     monkeypatch.setenv("RELAXTUNE_TOKEN", token)
     monkeypatch.setenv("RELAXTUNE_URL", "http://relaxtune.test")
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from service import cli
+from service.best_trial import BestTrial
 from service.store import JobStore
 
 SPEC_YAML = """\
@@ -52,9 +53,10 @@ def spec_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_search(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """A stand-in ``service.search`` module recording its calls."""
+    """Stand-in ``service.search`` and ``service.export`` modules recording their calls."""
     calls: list[dict[str, Any]] = []
     module = types.ModuleType("service.search")
+    export = types.ModuleType("service.export")
     state = types.SimpleNamespace(calls=calls, result={"status": "succeeded", "best": {"n": 1}})
 
     def run_search(spec: Any, job_id: str, db_url: str, artifacts: Path, **kw: Any) -> Any:
@@ -64,13 +66,14 @@ def fake_search(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
             raise state.result
         return state.result
 
-    def export_best(job_id: str, db_url: str, artifacts: Path) -> dict[str, Any]:
+    def export_best(job_id: str, db_url: str, artifacts: Path) -> BestTrial:
         calls.append({"export": job_id, "db_url": db_url, "artifacts": artifacts})
-        return {"checkpoint": str(artifacts / "jobs" / job_id / "best")}
+        return BestTrial(trial=0, params={}, checkpoint=str(artifacts / "jobs" / job_id / "best"))
 
     module.run_search = run_search  # type: ignore[attr-defined]
-    module.export_best = export_best  # type: ignore[attr-defined]
+    export.export_best = export_best  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "service.search", module)
+    monkeypatch.setitem(sys.modules, "service.export", export)
     return state
 
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from search_spaces import default_hparams, parse_spec
 from service import cli
 from service.api import create_app
+from service.cli import _client as cli_client
 from service.dashboard import gain_points
 from service.errors import Conflict, NotFound
 from service.gain import build_report, plan, report_seeds, search_done_before
@@ -207,7 +208,7 @@ def test_api_and_cli_ask_for_a_report(
     refused = client.post("/v1/jobs", json=too_many)
     assert refused.status_code == 422 and refused.json()["detail"]["field"] == "report.seeds"
 
-    monkeypatch.setattr(cli, "_http_client", lambda args: client)
+    monkeypatch.setattr(cli_client, "_http_client", lambda args: client)
     assert cli.main(["report", done.id]) == 0
     out = capsys.readouterr().out
     assert "pending" in out and "1000" in out

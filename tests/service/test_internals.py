@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from service._internals import (
+    completed_trials_of,
     fail_left_running,
     find_optuna_trial,
     optuna_study_of,
@@ -43,3 +44,8 @@ def test_ray_optuna_search_exposes_its_trials_and_study() -> None:
     assert list(optuna_trials_of(searcher)) == ["tune-1"]
     study = optuna_study_of(searcher)
     assert isinstance(study, optuna.Study) and study.trials[0].number == ot_trial.number
+    assert completed_trials_of(searcher) == set()
+    searcher.on_trial_complete("tune-1", {"m": 0.5})
+    assert completed_trials_of(searcher) == {"tune-1"}  # the searcher's own set, kept live
+    completed_trials_of(searcher).add("tune-2")
+    assert "tune-2" in completed_trials_of(searcher)

@@ -19,7 +19,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search_spaces import parse_spec
-from service.search import run_search, study_name
+from service.artifacts import study_name
+from service.search import run_search
 from workers.training import verify_checkpoint
 
 pytestmark = pytest.mark.slow

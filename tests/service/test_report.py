@@ -17,8 +17,10 @@ from optuna.trial import TrialState
 from search_spaces import parse_spec, relaxation_off
 from service import cli
 from service.api import create_app
+from service.artifacts import report_study_name
+from service.cli import _client as cli_client
 from service.controller import Controller
-from service.gain import FIRST_REPORT_SEED, report_study_name
+from service.gain import FIRST_REPORT_SEED
 from service.settings import Settings
 from service.store import JobStore
 
@@ -142,7 +144,7 @@ def test_report_of_a_tiny_job_matches_a_hand_computation(
     assert best_metrics["gain"]["difference"]["ci"] == pytest.approx(difference["ci"])
     page = env["client"].get(f"/v1/jobs/{job.id}/dashboard").text
     assert 'id="gain-report"' in page and "chart-gain-plot" in page
-    monkeypatch.setattr(cli, "_http_client", lambda args: env["client"])
+    monkeypatch.setattr(cli_client, "_http_client", lambda args: env["client"])
     assert cli.main(["status", job.id, "--token", env["token"]]) == 0
     assert report["verdict"][:40] in " ".join(capsys.readouterr().out.split())
 

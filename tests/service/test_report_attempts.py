@@ -13,7 +13,7 @@ from test_report import RELAXED, tiny
 
 from search_spaces import parse_spec
 from service import gain, report
-from service.search import study_name
+from service.artifacts import study_name
 
 SPEC = tiny(RELAXED)  # a relaxing best: its report has 2 arms × 2 seeds
 

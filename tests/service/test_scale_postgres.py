@@ -109,7 +109,8 @@ def test_unreachable_server_fails_when_required(
 def test_search_on_postgres_writes_every_trial(pg_url: str, tmp_path: Path) -> None:
     import ray
 
-    from service.search import run_search, study_name
+    from service.artifacts import study_name
+    from service.search import run_search
 
     store = JobStore(pg_url)
     # claimed like `relaxtune run` does, so no controller of another test picks it up

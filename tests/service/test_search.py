@@ -17,8 +17,10 @@ from optuna.trial import TrialState
 
 from search_spaces import SpecError, parse_spec
 from service._scheduler import RelaxationAwareASHA
+from service.artifacts import study_name
 from service.errors import SearchFailed
-from service.search import export_best, run_search, study_name
+from service.export import export_best
+from service.search import run_search
 from workers.training import verify_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -116,7 +118,7 @@ def test_tiny_search_rotated_mnist(tmp_path):
     assert progress_seen and progress_seen[-1]["complete"] + progress_seen[-1]["pruned"] == 3
     # the export can be redone later (relaxtune export JOB) and gives the same trial
     again = export_best("mnistjob", f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "art")
-    assert again["trial"] == result["best"]["trial"]
+    assert again.trial == result["best"]["trial"]
 
 
 def test_asha_prunes_and_records_pruned(tmp_path):
@@ -289,11 +291,12 @@ def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
     """A trial whose driver died after its last epoch is re-queued with the history of its
     saved state; the resumed trial re-reports that epoch and must end COMPLETE with every
     epoch in `history` and in its intermediate values."""
-    from service.search import _make_searcher_class
+    from service._internals import optuna_study_of
+    from service.searcher import searcher_class
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'jobs.db'}")
     space = parse_spec(NBODY).resolved_space()
-    searcher = _make_searcher_class()(
+    searcher = searcher_class()(
         space=space.suggest,
         metric="val_projected",
         mode="min",
@@ -304,7 +307,9 @@ def test_trial_resumed_after_its_last_epoch_keeps_its_history(tmp_path):
         trials_dir=str(tmp_path / "trials"),
     )
     before = [{"epoch": e, "val_projected": 1.0 / e, "theta": 0.0} for e in (1, 2, 3)]
-    searcher._ot_study.enqueue_trial({}, user_attrs={"history_before": before, "resume_from": "x"})
+    optuna_study_of(searcher).enqueue_trial(
+        {}, user_attrs={"history_before": before, "resume_from": "x"}
+    )
     config = searcher.suggest("t1")
     assert config["_resume_from"] == "x"
     last = {"epoch": 3, "done_epochs": 3, "val_projected": 1.0 / 3, "theta": 0.0}

@@ -21,11 +21,13 @@ from optuna.trial import TrialState
 
 from search_spaces import parse_spec
 from service.api import create_app
-from service.cli import _progress_text
-from service.search import _trial_hparams, progress_of, run_search, study_name
+from service.artifacts import study_name
+from service.cli._views import progress_text
+from service.search import run_search
 from service.settings import Settings
 from service.store import JobStore
-from service.strategy import REQUEUED, next_stage, stage1_best
+from service.strategy import next_stage, stage1_best
+from service.study import REQUEUED, progress_of, trial_hparams
 
 OPTIM = {"optim.lr", "optim.weight_decay", "optim.batch_size"}
 
@@ -114,7 +116,7 @@ def test_plan_runs_stage_1_then_stage_2_with_the_best_optimiser() -> None:
     assert next_stage(spec, study) is None
     progress = progress_of(study, 6, "min")
     assert progress["stage"] == 2 and progress["best_value"] == 0.2
-    assert _progress_text(progress) == "6/6 trials (0 running), stage 2 of 2, best 0.2"
+    assert progress_text(progress) == "6/6 trials (0 running), stage 2 of 2, best 0.2"
 
 
 def test_plan_refuses_stage_2_without_a_completed_stage_1_trial() -> None:
@@ -163,7 +165,7 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     for t in first:
         assert set(t.params) == OPTIM
         assert all(h["theta"] == 0 for h in t.user_attrs["history"])
-        assert _trial_hparams(spec, t)["relax.schedule"] == "none"
+        assert trial_hparams(spec, t)["relax.schedule"] == "none"
     baseline = stage1_best(study)
     assert baseline is not None and baseline.state == TrialState.COMPLETE
 
@@ -184,7 +186,7 @@ def test_two_stage_search_tunes_the_optimiser_then_the_relaxation(
     assert result["best"]["value"] <= baseline.value
     assert result["best"]["stage"] == best.user_attrs["stage"]
     exported = json.loads((tmp_path / "art/jobs" / job.id / "best/config.json").read_text())
-    assert exported["hparams"]["relax.schedule"] == _trial_hparams(spec, best)["relax.schedule"]
+    assert exported["hparams"]["relax.schedule"] == trial_hparams(spec, best)["relax.schedule"]
 
     # the stage of each trial is in the trials API and in the run summary
     token = store.create_token("reader", tenant="alice")

@@ -53,13 +53,16 @@ class RelaxedLayer(nn.Module):
       :meth:`free_factor`; projection uses the same factor.
     """
 
+    #: a 0-d buffer (registered in ``__init__``)
+    theta: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("theta", torch.zeros(()), persistent=True)
         self.strength: float = 1.0
         self.free_scale: str = "plain"
         self.record_inputs: bool = False
-        self._recorded: object | None = None
+        self._recorded: torch.Tensor | None = None
 
     # ---- to implement -------------------------------------------------------------
     def free_parameters(self) -> list[nn.Parameter]:

@@ -12,6 +12,8 @@ norm — and never build the basis matrix of the whole layer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from escnn import nn as enn
@@ -107,7 +109,15 @@ class BlockProjector(nn.Module):
 class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
     """Shared machinery of relaxed escnn layers built on a ``BlocksBasisExpansion``."""
 
-    def __init__(self, layer: nn.Module, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
+    #: the escnn layer relaxed (``R2Conv`` or ``Linear``; escnn ships no type information)
+    equivariant: Any
+    free_bias: nn.Parameter | None
+    #: buffers, or ``None`` (no bias to fit; a discrete group, without a Lie algebra)
+    bias_pinv: torch.Tensor | None
+    generator_in: torch.Tensor | None
+    generator_out: torch.Tensor | None
+
+    def __init__(self, layer: Any, init: FreeInit = "normal", init_std: float = 1e-2) -> None:
         super().__init__()
         if not isinstance(getattr(layer, "basisexpansion", None), BlocksBasisExpansion):
             raise TypeError(f"{type(layer).__name__} has no blocks basis expansion to relax")
@@ -145,15 +155,18 @@ class _RelaxedEscnnLayer(RelaxedLayer, enn.EquivariantModule):
 
     def projected(self, mode: ProjectionMode = "orthogonal") -> nn.Module:
         check_projection_mode(mode)
-        out = copy_module(self.equivariant)
+        out: Any = copy_module(self.equivariant)  # the escnn layer's own type
         out.train()  # escnn caches the expanded filter in eval mode: rebuild it after the edit
         if mode == "orthogonal":
             with torch.no_grad():
                 filt, _ = self.equivariant.expand_parameters()
                 factor = float(self.free_factor(filt))
                 out.weights.add_(factor * self.projector.coefficients(self.free.detach()))
-                if out.bias is not None and self.free_bias is not None:
-                    out.bias.add_(factor * (self.bias_pinv @ self.free_bias.detach()))
+                pinv, free_bias = self.bias_pinv, self.free_bias
+                if out.bias is not None and free_bias is not None:
+                    if pinv is None:  # escnn's R2Conv and Linear expand every bias they have
+                        raise TypeError(f"{type(out).__name__}: a bias without bias_expansion")
+                    out.bias.add_(factor * (pinv @ free_bias.detach()))
         out.train(self.training)
         return out
 

@@ -32,6 +32,9 @@ class ExportedFourierPointwise(nn.Module):
     Input and output are ``(B, channels·F, *spatial)`` with ``F`` coefficients per field.
     """
 
+    A: torch.Tensor
+    Ainv: torch.Tensor
+
     def __init__(self, A: torch.Tensor, Ainv: torch.Tensor, channels: int, function: str) -> None:
         super().__init__()
         if function not in _FUNCTIONS:

@@ -16,6 +16,7 @@ module with ``reset_running_stats`` and ``momentum`` that tracks running statist
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,8 +27,9 @@ from ._base import submodules
 DEFAULT_SAMPLES = 1024
 
 
-def normalisation_layers(model: nn.Module) -> list[nn.Module]:
-    """The modules of ``model`` that keep running statistics (in module order)."""
+def normalisation_layers(model: nn.Module) -> list[Any]:
+    """The modules of ``model`` that keep running statistics (in module order): torch's and
+    escnn's batch norms alike, used through ``reset_running_stats`` and ``momentum``."""
     return [
         m
         for m in submodules(model)
@@ -70,7 +72,7 @@ def recompute_normalisation(model: nn.Module, batches: Iterable[Sequence[torch.T
 
 
 def sample_batches(
-    dataset: torch.utils.data.Dataset,
+    dataset: Any,  # a map-style torch Dataset with a length
     samples: int = DEFAULT_SAMPLES,
     batch_size: int = 256,
     seed: int = 0,

@@ -115,6 +115,9 @@ class RelaxedScalarVectorLinear(RelaxedLayer):
     """``f(x) = f_eq(x) + θ · W x`` with ``f_eq`` a :class:`ScalarVectorLinear` and ``W`` a
     dense ``(S_out+3V_out, S_in+3V_in)`` matrix over the raw scalars and xyz components."""
 
+    generators_in: torch.Tensor
+    generators_out: torch.Tensor
+
     def __init__(
         self,
         scalars_in: int,

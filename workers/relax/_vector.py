@@ -50,6 +50,8 @@ def project_vector_map(free: torch.Tensor, in_channels: int, out_channels: int) 
 class RelaxedVectorLinear(RelaxedLayer):
     """``f(x) = (A ⊗ I₃) x + θ · W x`` with ``W`` a dense map on the flattened ``C·3`` numbers."""
 
+    generators: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
