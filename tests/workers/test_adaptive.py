@@ -132,7 +132,7 @@ def test_learned_strength_drives_the_layer_and_gets_the_gradient():
     layer = _layer()
     x = torch.randn(7, 3 + 3 * 2)
     strengths = DualStrengths.for_model(layer, gamma_init=0.7, dual_lr=0.1)
-    strengths.apply(layer)
+    strengths.attach(layer)
     out = layer(x)
     out.pow(2).sum().backward()
     assert strengths.gamma.grad is not None and float(strengths.gamma.grad.abs()) > 0
@@ -148,7 +148,7 @@ def test_contract_holds_at_the_end_state_and_mid_training():
     strengths = DualStrengths.for_model(layer, gamma_init=0.6, dual_lr=0.1)
     # mid-training (γ applied, differentiable): projection copies a plain layer and is
     # exactly O(3)-equivariant while the relaxed layer is not
-    strengths.apply(layer)
+    strengths.attach(layer)
     projected = project_model(layer, "orthogonal")
     q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(2)))
     q = -q  # an improper rotation too

@@ -47,6 +47,9 @@ class DualStrengths(nn.Module):
     """Learnable strengths ``γ`` (a parameter) and dual variables ``λ`` (a buffer), one of
     each per relaxed layer of a model, in module order."""
 
+    dual: torch.Tensor
+    previous: torch.Tensor
+
     def __init__(
         self,
         layers: int,
@@ -94,7 +97,7 @@ class DualStrengths(nn.Module):
         """``Σ_i λ_i · γ_i``: its gradient on ``γ`` is ``λ`` (``λ`` is not differentiated)."""
         return (self.dual.detach() * self.gamma).sum()
 
-    def apply(self, model: nn.Module) -> None:
+    def attach(self, model: nn.Module) -> None:
         """Make every relaxed layer's θ the (differentiable) ``γ_i`` for the next forward."""
         layers = self._layers(model)
         for index, layer in enumerate(layers):

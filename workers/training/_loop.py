@@ -300,7 +300,7 @@ class Trainer:
         if self.strengths is None:
             set_theta(self.model, theta)
         elif theta != 0.0:
-            self.strengths.apply(self.model)
+            self.strengths.attach(self.model)
         else:
             self.strengths.release()
             self.strengths.settle(self.model, 0.0)
