@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from search_spaces import RelaxtuneError
 from service.api._session import COOKIE_NAME, CSRF_HEADER
 from service.settings import Settings
 from service.store import JobStore, Principal
@@ -66,7 +67,7 @@ def _authenticate(token: str | None, store: JobStore, settings: Settings) -> Pri
     return principal
 
 
-class SignInRequired(Exception):
+class SignInRequired(RelaxtuneError):
     """A page was asked for without a valid session: the browser is sent to ``/signin``."""
 
     def __init__(self, next_path: str) -> None:

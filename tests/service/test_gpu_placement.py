@@ -107,7 +107,7 @@ def test_half_gpu_trials_are_placed_two_per_gpu(fake_gpu_ray, tmp_path: Path) ->
     assert Counter(g for g, _ in placement.values()) == {"0": 2, "1": 2}, placement
     # the GPU spec made cuda trials; the override kept them on the CPU of this machine
     assert {r["device"] for r in per_trial.values()} == {"cpu"}
-    base = trial_base(_spec(), tmp_path / "trials")
+    base = trial_base(_spec())
     assert base["trial"]["device"] == "cuda"
 
 

@@ -44,6 +44,7 @@ DISTRIBUTIONS = {
 EPOCHS = 6
 
 try:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # a dev dependency; the `chromium` fixture skips or fails without it
@@ -208,7 +209,14 @@ def browser(chromium: Any) -> Any:
 
 def _wait(driver: Any, condition: Callable[[Any], Any], timeout: float = 30) -> Any:
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+        # a live page replaces its rows while a condition reads them: a stale element is
+        # a reason to look again, not a failure
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.2,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(condition)
     except Exception as exc:  # say where the browser was, and what it logged
         logs = [e["message"] for e in driver.get_log("browser")]
         state = driver.execute_script(
