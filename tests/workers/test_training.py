@@ -262,3 +262,29 @@ def test_trial_config_from_spec_takes_the_spec_unless_told():
     assert config.hparams == {"optim.lr": 0.01} and config.data_seed is None
     other = TrialConfig.from_spec(spec, {}, seed=7, epochs=3, data_seed=0, device="auto")
     assert (other.seed, other.epochs, other.data_seed, other.device) == (7, 3, 0, "auto")
+
+
+def test_the_loop_and_the_checkpoint_writer_do_not_import_each_other():
+    """``train`` (``_train.py``) joins them; an import of one by the other at run time
+    (a lazy one inside a function included) would be a circle."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[2] / "workers" / "training"
+
+    def runtime_imports(name: str) -> set[str]:
+        tree = ast.parse((folder / name).read_text())
+        typing_only = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for stmt in block.body
+            for node in ast.walk(stmt)
+        }
+        return {
+            node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and id(node) not in typing_only
+        }
+
+    assert not any(m.endswith("_checkpoint") for m in runtime_imports("_loop.py"))
+    assert not any(m.endswith("_loop") for m in runtime_imports("_checkpoint.py"))

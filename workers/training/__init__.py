@@ -13,8 +13,8 @@ from ._loop import (
     TrainResult,
     TrialDivergedError,
     pick_device,
-    train,
 )
+from ._train import train
 
 __all__ = [
     "CheckpointError",

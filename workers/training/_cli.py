@@ -51,7 +51,7 @@ def cli_train(
     import json
 
     from ._hooks import ConsoleHook
-    from ._loop import train
+    from ._train import train
 
     config = trial_config_from_spec(spec, sets, seed, epochs)
     out = Path(out) if out is not None else Path("runs") / f"{config.task}-seed{config.seed}"

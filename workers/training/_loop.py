@@ -442,23 +442,3 @@ class Trainer:
         self.shuffle.set_state(state["shuffle_rng"])
         self.reports = [EpochReport(**r) for r in state["reports"]]
         return True
-
-
-def train(
-    config: TrialConfig,
-    hooks: Iterable[TrainingHook] = (),
-    *,
-    resume_from: str | Path | None = None,
-    out_dir: str | Path | None = None,
-) -> TrainResult:
-    """Train one trial; resume from a state folder if given; write the checkpoint folder
-    (README.md, "The checkpoint") to ``out_dir`` if given."""
-    from ._checkpoint import write_checkpoint
-
-    trainer = Trainer(config)
-    if resume_from is not None:
-        trainer.load_state(resume_from)
-    result = trainer.fit(hooks)
-    if out_dir is not None:
-        result.checkpoint_dir, result.metrics = write_checkpoint(trainer, out_dir)
-    return result
