@@ -93,3 +93,17 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def difference_line(difference: Any, better: str, reference: str) -> str:
+    """``mean …, 95 % CI […] (… of <reference>, CI […]); <better> better on k of n seeds``:
+    one paired difference (``service._gain_stats.paired_difference``) as the scripts print it."""
+    low, high = difference.ci
+    rel = ""
+    if difference.relative_ci is not None:
+        rlow, rhigh = difference.relative_ci
+        rel = f" ({difference.relative:+.1%} of {reference}, CI [{rlow:+.1%}, {rhigh:+.1%}])"
+    return (
+        f"mean {difference.mean:.4g}, 95 % CI [{low:.4g}, {high:.4g}]{rel}; "
+        f"{better} better on {difference.better_seeds} of {difference.n} seeds"
+    )

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
-from _common import machine, table
+from _common import difference_line, machine, table
 from reproduce import TUNED_OPTIMISER, paper_recipe, prepare_data, run_one
 
 SIZE = {
@@ -123,15 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for a, b in PAIRS:
         diff = paired_difference([by[(a, s)] for s in seeds], [by[(b, s)] for s in seeds], "lower")
         out["differences"][f"{a} - {b}"] = diff.as_dict()
-        low, high = diff.ci
-        rel = ""
-        if diff.relative_ci is not None:
-            rlow, rhigh = diff.relative_ci
-            rel = f" ({diff.relative:+.1%} of {b}, CI [{rlow:+.1%}, {rhigh:+.1%}])"
-        print(
-            f"{a} − {b}: mean {diff.mean:.4g}, 95 % CI [{low:.4g}, {high:.4g}]{rel}; "
-            f"{a} better on {diff.better_seeds} of {diff.n} seeds"
-        )
+        print(f"{a} − {b}: " + difference_line(diff, a, b))
     wall = time.perf_counter() - started
     print(f"total wall time {wall / 60:.1f} min (one run at a time)")
     payload = {

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
-from _common import machine, save_results, table
+from _common import difference_line, machine, save_results, table
 
 TASKS = ("nbody", "rotated_mnist")
 RECIPES = ("standard", "paper")
@@ -244,15 +244,9 @@ def summarise(task: str, runs: list[dict[str, Any]], seeds: list[int]) -> dict[s
         out["verdict"] = verdict(difference, "lower", quantity).replace(
             "relaxation", "the paper recipe", 1
         )
-        low, high = difference.ci
-        rel = ""
-        if difference.relative_ci is not None:
-            rlow, rhigh = difference.relative_ci
-            rel = f" ({difference.relative:+.1%} of the standard mean, CI [{rlow:+.1%}, {rhigh:+.1%}])"
         print(
-            f"paired difference paper − standard over {difference.n} seeds: mean {difference.mean:.4g}, "
-            f"95 % CI [{low:.4g}, {high:.4g}]{rel}; paper better on {difference.better_seeds} of "
-            f"{difference.n} seeds"
+            f"paired difference paper − standard over {difference.n} seeds: "
+            + difference_line(difference, "paper", "the standard mean")
         )
         print(out["verdict"])
     else:

@@ -354,9 +354,9 @@ def _max_or_none(values: Any) -> float | None:
     return max(present) if present else None
 
 
-def fixed_hparams(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The hyperparameters a job's spec fixes (not searched): trials do not record them as
-    parameters, yet they shape the trial (its θ schedule)."""
+def search_space_params(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters of a job spec's search space by key (searched and fixed), or ``{}``
+    when the spec names none or an unreadable one (a page still renders)."""
     from search_spaces import SpecError
     from search_spaces._spec import _resolve_search_space
 
@@ -364,12 +364,17 @@ def fixed_hparams(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     if space_source is None:
         return {}
     try:
-        space = _resolve_search_space(space_source)
+        return dict(_resolve_search_space(space_source).params)
     except (SpecError, ValueError, TypeError, KeyError):
         return {}
+
+
+def fixed_hparams(spec: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hyperparameters a job's spec fixes (not searched): trials do not record them as
+    parameters, yet they shape the trial (its θ schedule)."""
     return {
         key: param.value  # type: ignore[union-attr]
-        for key, param in space.params.items()
+        for key, param in search_space_params(spec).items()
         if param.kind == "fixed"
     }
 

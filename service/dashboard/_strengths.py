@@ -14,7 +14,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from service._json import finite_or_none
-from service.dashboard._data import TrialsSource, trials_of
+from service.dashboard._data import TrialsSource, search_space_params, trials_of
 from service.dashboard._figures import FIGURE_HEIGHT, _layout
 
 #: Id of the chart container (present only when the job has or may have an adaptive trial).
@@ -137,16 +137,7 @@ def _subscript(number: int) -> str:
 def may_be_adaptive(spec: Mapping[str, Any] | None) -> bool:
     """Whether the job's search space fixes or offers ``relax.schedule: adaptive`` (so a
     running job's page has the chart's place before its first adaptive trial reports)."""
-    from search_spaces import SpecError
-    from search_spaces._spec import _resolve_search_space
-
-    source = spec.get("search_space") if isinstance(spec, Mapping) else None
-    if source is None:
-        return False
-    try:
-        param = _resolve_search_space(source).params.get("relax.schedule")
-    except (SpecError, ValueError, TypeError, KeyError):
-        return False
+    param = search_space_params(spec).get("relax.schedule")
     if param is None:
         return False
     if param.kind == "fixed":
