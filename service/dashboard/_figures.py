@@ -16,6 +16,9 @@ import contextlib
 import logging
 import math
 import random
+import threading
+import time
+import types
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,6 +27,40 @@ import optuna
 import plotly.graph_objects as go
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+_OPTUNA_PLOTTING_IMPORT = threading.Lock()
+#: tries at importing scikit-learn while another thread is half-way through it (see below)
+SKLEARN_IMPORT_TRIES = 5
+
+
+def optuna_plotting() -> tuple[types.ModuleType, types.ModuleType]:
+    """``optuna.visualization`` and ``optuna.importance``, safely imported from any thread.
+
+    Optuna imports both lazily, and ``optuna.importance`` imports scikit-learn inside Optuna's
+    ``try_import``, which records a failed import for the life of the process (every later
+    importance chart would then fail). scikit-learn's modules import each other in cycles, so
+    a thread that enters it while another thread is half-way through a different entry point
+    (escnn imports ``sklearn.utils.extmath``; the API's warm-up thread imports Optuna's
+    importances) can be handed a half-initialised module and fail. So scikit-learn is imported
+    here first, one thread at a time, and again after a pause when that happens; only then
+    does Optuna import it. A missing scikit-learn is left to Optuna to report.
+    """
+    with _OPTUNA_PLOTTING_IMPORT:
+        for attempt in range(1, SKLEARN_IMPORT_TRIES + 1):
+            try:
+                import sklearn.ensemble  # noqa: F401
+            except ModuleNotFoundError:
+                break
+            except ImportError:  # a half-initialised module, another thread is importing it
+                if attempt == SKLEARN_IMPORT_TRIES:
+                    raise
+                time.sleep(0.5)
+            else:
+                break
+        import optuna.importance
+        import optuna.visualization
+    return optuna.visualization, optuna.importance
+
 
 #: Log axes cannot show zero, yet an exactly equivariant model (θ = 0, or the identity
 #: element) measures 0.0. Such points are drawn one decade below the smallest positive error
@@ -264,7 +301,7 @@ def draw_optimization_history(study: optuna.Study, *, metric_name: str = "object
     """Optuna's optimization history (objective per trial and best so far)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig = optuna.visualization.plot_optimization_history(study, target_name=metric_name)
+        fig = optuna_plotting()[0].plot_optimization_history(study, target_name=metric_name)
     return _style_optuna_figure(fig, f"Optimization history ({metric_name}, projected model)")
 
 
@@ -274,7 +311,7 @@ def draw_parallel_coordinate(
     """Optuna's parallel-coordinate plot over ``params`` (the relaxation parameters)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig = optuna.visualization.plot_parallel_coordinate(
+        fig = optuna_plotting()[0].plot_parallel_coordinate(
             study, params=list(params), target_name=metric_name
         )
     # Long parameter names overlap when written flat above neighbouring axes: slant them.
@@ -310,10 +347,11 @@ def draw_param_importances(
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < 2:
         raise ValueError("importances need at least 2 complete trials")
-    evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
+    visualization, importance = optuna_plotting()
+    evaluator = importance.FanovaImportanceEvaluator(n_trees=n_trees, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig = optuna.visualization.plot_param_importances(
+        fig = visualization.plot_param_importances(
             study, params=list(params), evaluator=evaluator
         )
     return _style_optuna_figure(fig, "Hyperparameter importances (fANOVA)")

@@ -176,7 +176,7 @@ def warm_up() -> None:
     plotly_js = _assets.asset(_assets.PLOTLY)
     if plotly_js is not None:
         _ = plotly_js.gzipped
-    import optuna.importance  # noqa: F401
+    _figures.optuna_plotting()
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import create_trial
 
