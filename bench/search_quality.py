@@ -1,6 +1,6 @@
-"""Search quality: the same trial budget for the ``baseline``, ``paper`` and ``relax`` presets,
-then the test metric of each search's best configuration retrained with new seeds, and the
-same configuration with the relaxation off (the ablation).
+"""Search quality: the same trial budget for the ``baseline``, ``paper``, ``relax`` and
+``adaptive`` presets, then the test metric of each search's best configuration retrained with
+new seeds, and the same configuration with the relaxation off (the ablation).
 
 Per task and preset, a job spec (same task, data, budget, ASHA settings and seed; only
 ``search_space`` differs) is searched with ``service.search.run_search`` on a temporary
@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
-from _common import mean_std, save_results, table
+from _common import difference_line, mean_std, save_results, table
 
-PRESETS = ("baseline", "paper", "relax")
+PRESETS = ("baseline", "paper", "relax", "adaptive")
 GOALS = {"rotated_mnist": 0.15, "nbody": 0.20}
 
 #: the Lie-derivative penalty applies to continuous groups: added to relax for N-body, as
@@ -51,7 +51,7 @@ NBODY_RELAX = {
 
 
 def sizes(quick: bool) -> dict[str, dict[str, Any]]:
-    """Model, data and budget per task (full: about 25 minutes in all on 2 cores)."""
+    """Model, data and budget per task (full, four presets: about 25 minutes in all on 2 cores)."""
     if quick:
         return {
             "rotated_mnist": {
@@ -257,6 +257,7 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
         ],
         rows,
     )
+    text += _paired_lines(task, presets)
     if improvement is not None:
         std_b, std_r = presets["baseline"]["test_std"], presets["relax"]["test_std"]
         goal = GOALS[task]
@@ -267,6 +268,25 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
             f"on the medians (robust to one diverged seed): {(med_b - med_r) / med_b:+.1%}"
         )
     return text, improvement
+
+
+def _paired_lines(task: str, presets: dict[str, Any]) -> str:
+    """Each relaxing preset's retrained best against the baseline's, paired by report seed
+    (every report uses the same seeds): the gain report's paired t interval."""
+    from service._gain_stats import paired_difference
+
+    base = {r["seed"]: r["test"] for r in presets.get("baseline", {}).get("retrain", [])}
+    lines = ""
+    for preset in PRESETS[1:]:
+        mine = {r["seed"]: r["test"] for r in presets.get(preset, {}).get("retrain", [])}
+        seeds = sorted(set(base) & set(mine))
+        if len(seeds) < 2:
+            continue
+        diff = paired_difference([mine[s] for s in seeds], [base[s] for s in seeds], "lower")
+        presets[preset]["vs_baseline"] = diff.as_dict()
+        lines += f"\n{preset} − baseline ({task}, paired by seed): "
+        lines += difference_line(diff, preset, "baseline")
+    return lines
 
 
 def main() -> None:
