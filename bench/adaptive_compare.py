@@ -1,10 +1,11 @@
 """The ``adaptive`` family against the paper's recipe and θ = 0, on paired seeds, no search.
 
-Three fixed recipes on N-body, each run a trial's training (``workers.training.train``) with
-the projected model's test MSE from its checkpoint, exactly as ``bench/reproduce.py`` (whose
-run and data helpers this script reuses):
+Three fixed recipes on one task (``--task``: N-body, the default, or rotated MNIST), each run
+a trial's training (``workers.training.train``) with the projected model's test metric from
+its checkpoint (N-body: test MSE; rotated MNIST: test error), exactly as
+``bench/reproduce.py`` (whose run and data helpers this script reuses):
 
-* **standard**: θ = 0 throughout, the tuned-baseline optimiser of ``bench/reproduce.py``;
+* **standard**: θ = 0 throughout, the task's tuned-baseline optimiser of ``bench/reproduce.py``;
 * **paper**: the ``paper`` preset's fixed values, the same optimiser;
 * **adaptive**: ``relax.schedule: adaptive`` at its defaults (docs/METHOD.md §2), ``drop``
   projection, the same optimiser; ``--set KEY=VALUE`` changes its hyperparameters.
@@ -13,6 +14,11 @@ Each relaxed recipe is compared with ``standard`` and ``adaptive`` with ``paper`
 paired t interval of ``service/_gain_stats.py``::
 
     nice .venv/bin/python bench/adaptive_compare.py --seeds 1 2 3 --epochs 20
+    nice .venv/bin/python bench/adaptive_compare.py --task rotated_mnist --seeds 1 2 3 4 5
+
+Sizes: N-body as below (``SIZE``), 20 epochs by default; rotated MNIST the C8 steerable CNN
+(width 8, depth 3) on 2000 / 1000 / 1000 digits, 6 epochs by default: the sizes of
+``bench/search_quality.py``.
 """
 
 from __future__ import annotations
@@ -25,24 +31,40 @@ from typing import Any
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
 from _common import difference_line, machine, table
-from reproduce import TUNED_OPTIMISER, paper_recipe, prepare_data, run_one
+from reproduce import QUANTITY, TUNED_OPTIMISER, paper_recipe, prepare_data, run_one
 
-SIZE = {
-    "model": {"hidden": 64, "layers": 4, "vector_channels": 4},
-    "data": {"train_size": 1000, "val_size": 1000, "test_size": 1000},
+TASKS = ("nbody", "rotated_mnist")
+SIZES: dict[str, dict[str, Any]] = {
+    "nbody": {
+        "model": {"hidden": 64, "layers": 4, "vector_channels": 4},
+        "data": {"train_size": 1000, "val_size": 1000, "test_size": 1000},
+    },
+    "rotated_mnist": {
+        "model": {"group": "C8", "width": 8, "depth": 3},
+        "data": {"train_size": 2000, "val_size": 1000, "test_size": 1000},
+    },
 }
-QUICK_SIZE = {
-    "model": {"hidden": 16, "layers": 2, "vector_channels": 2},
-    "data": {"train_size": 96, "val_size": 64, "test_size": 64},
+QUICK_SIZES: dict[str, dict[str, Any]] = {
+    "nbody": {
+        "model": {"hidden": 16, "layers": 2, "vector_channels": 2},
+        "data": {"train_size": 96, "val_size": 64, "test_size": 64},
+    },
+    "rotated_mnist": {
+        "model": {"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
+        "data": {"train_size": 320, "val_size": 64, "test_size": 100},
+    },
 }
+EPOCHS = {"nbody": 20, "rotated_mnist": 6}
+#: kept as the N-body names for the earlier results' readers
+SIZE, QUICK_SIZE = SIZES["nbody"], QUICK_SIZES["nbody"]
 RECIPES = ("standard", "paper", "adaptive")
 PAIRS = (("paper", "standard"), ("adaptive", "standard"), ("adaptive", "paper"))
 
 
-def recipes(overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def recipes(overrides: dict[str, Any], task: str = "nbody") -> dict[str, dict[str, Any]]:
     from search_spaces import check_hparams, relaxation_off
 
-    optimiser = TUNED_OPTIMISER["nbody"]
+    optimiser = TUNED_OPTIMISER[task]
     paper = check_hparams({**paper_recipe(), **optimiser}, field="paper")
     adaptive = check_hparams(
         {"relax.schedule": "adaptive", "relax.projection": "drop", **optimiser, **overrides},
@@ -60,10 +82,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from service._gain_stats import paired_difference
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=TASKS, default="nbody")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="default: N-body 20, rotated MNIST 6"
+    )
     parser.add_argument("--set", action="append", default=[], help="adaptive's KEY=VALUE")
-    parser.add_argument("--json", default="bench/results/adaptive_compare.json")
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="default bench/results/adaptive_compare[_rotated_mnist][_quick].json",
+    )
     parser.add_argument(
         "--also",
         default=None,
@@ -81,43 +110,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--quick", action="store_true", help="tiny model and data, 3 epochs, seeds 1 and 2"
     )
     args = parser.parse_args(argv)
-    size = SIZE
+    size = SIZES[args.task]
+    if args.epochs is None:
+        args.epochs = EPOCHS[args.task]
     if args.quick:
-        size, args.seeds, args.epochs = QUICK_SIZE, [1, 2], 3
-        if args.json == parser.get_default("json"):
-            args.json = "bench/results/adaptive_compare_quick.json"
-    hparams = recipes(parse_set_overrides(args.set))
+        size, args.seeds, args.epochs = QUICK_SIZES[args.task], [1, 2], 3
+    if args.json is None:
+        suffix = ("" if args.task == "nbody" else f"_{args.task}") + ("_quick" if args.quick else "")
+        args.json = f"bench/results/adaptive_compare{suffix}.json"
+    hparams = recipes(parse_set_overrides(args.set), args.task)
+    quantity = QUANTITY[args.task]
     earlier: list[dict[str, Any]] = []
     if args.also is not None:
         previous = json.loads(Path(args.also).read_text())
         kept = [n for n in RECIPES if n not in args.only]
-        if previous["args"]["epochs"] != args.epochs or any(
-            previous["recipes"][n] != hparams[n] for n in kept
+        recorded = previous["args"]
+        if (
+            recorded.get("task", "nbody") != args.task
+            or recorded["epochs"] != args.epochs
+            or any(previous["recipes"][n] != hparams[n] for n in kept)
         ):
-            parser.error("--also: recorded with other recipes or epochs")
+            parser.error("--also: recorded on another task, or with other recipes or epochs")
         same = previous["recipes"] == hparams  # then its other seeds join too
         earlier = [
             r
             for r in previous["figures"]["runs"]
             if r["recipe"] in kept or (same and r["seed"] not in args.seeds)
         ]
-    prepare_data("nbody", size)
-    print(f"adaptive_compare: N-body {size}, {args.epochs} epochs, seeds {args.seeds}")
+    prepare_data(args.task, size)
+    print(f"adaptive_compare: {args.task} {size}, {args.epochs} epochs, seeds {args.seeds}")
     for name, values in hparams.items():
         print(f"  {name}: { {k: v for k, v in values.items() if k in _shown(name)} }")
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
     for seed in args.seeds:
         for name in args.only:
-            job = {**size, "task": "nbody", "recipe": name, "seed": seed}
+            job = {**size, "task": args.task, "recipe": name, "seed": seed}
             run = run_one({**job, "hparams": hparams[name], "epochs": args.epochs})
-            print(f"  seed {seed} {name}: test MSE {run.get('value')}, {run['seconds']:.0f} s")
+            print(f"  seed {seed} {name}: {quantity} {run.get('value')}, {run['seconds']:.0f} s")
             runs.append(run)
     runs = earlier + runs
-    seeds = sorted({r["seed"] for r in runs})
     by = {(r["recipe"], r["seed"]): r.get("value") for r in runs}
+    for r in runs:
+        if r.get("diverged"):
+            print(f"  left out: seed {r['seed']} {r['recipe']} diverged: {r['diverged']}")
+    # a seed counts when every recipe finished on it (the pairs stay paired)
+    seeds = sorted(
+        {r["seed"] for r in runs}
+        - {r["seed"] for r in runs if r.get("value") is None}
+    )
     rows = [[str(s), *(f"{by[(n, s)]:.4g}" for n in RECIPES)] for s in seeds]
-    print(f"\n## nbody: test MSE of the projected model, {args.epochs} epochs, seeds {seeds}")
+    print(
+        f"\n## {args.task}: {quantity} of the projected model, {args.epochs} epochs, "
+        f"seeds {seeds}"
+    )
     print(table(["seed", *RECIPES], rows))
     out: dict[str, Any] = {"runs": runs, "differences": {}}
     for a, b in PAIRS:

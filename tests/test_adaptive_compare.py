@@ -34,6 +34,11 @@ def test_recipes_share_the_optimiser_and_adaptive_is_at_its_defaults(compare) ->
     for key in ("relax.gamma_init", "relax.strength_lr", "relax.dual_lr", "relax.dual_optimism"):
         assert adaptive[key] == defaults[key]
     assert compare.recipes({"relax.dual_lr": 0.01})["adaptive"]["relax.dual_lr"] == 0.01
+    mnist = compare.recipes({}, "rotated_mnist")
+    for values in mnist.values():
+        optimiser = compare.TUNED_OPTIMISER["rotated_mnist"]
+        assert {k: values[k] for k in optimiser} == optimiser
+    assert mnist["standard"]["relax.schedule"] == "none"
 
 
 @pytest.mark.slow
