@@ -132,8 +132,20 @@ def start_api(
     return proc
 
 
-def ray_trial_workers() -> list[int]:
-    """PIDs of Ray worker processes running a trial (``ray::ImplicitFunc...`` titles)."""
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the command name
+
+
+def ray_trial_workers(root: int | None = None) -> list[int]:
+    """PIDs of Ray worker processes running a trial (``ray::ImplicitFunc...`` titles) that
+    descend from ``root`` (default: this process, whose local Ray starts the raylet that
+    forks them). Only this test's own: another test's Ray (another pytest worker, a bench)
+    runs trial workers with the same title."""
+    root = os.getpid() if root is None else root
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -142,7 +154,12 @@ def ray_trial_workers() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\x00", b" ")
         except OSError:
             continue
-        if cmdline.startswith(b"ray::ImplicitFunc"):
+        if not cmdline.startswith(b"ray::ImplicitFunc"):
+            continue
+        ancestor: int | None = int(entry.name)
+        while ancestor not in (None, 0, 1, root):
+            ancestor = _parent_pid(ancestor)
+        if ancestor == root:
             pids.append(int(entry.name))
     return pids
 
