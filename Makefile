@@ -31,10 +31,20 @@ run: $(STAMP)
 # Tests that need something missing here fail instead of skipping (tests/conftest.py). Mounting
 # a tmpfs needs root with CAP_SYS_ADMIN: elsewhere run `make test REQUIRE_TMPFS=0`.
 REQUIRE_TMPFS ?= 1
+# The suite runs on this many pytest processes (pytest-xdist; tests/conftest.py says what
+# runs where), then the few tests marked one_process in this one; 1 runs it all in-process.
+TEST_WORKERS ?= 2
+
+TEST_ENV := RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 RELAXTUNE_TEST_REQUIRE_CHROMIUM=1 RELAXTUNE_TEST_REQUIRE_TMPFS=$(REQUIRE_TMPFS) RELAXTUNE_TEST_REQUIRE_PYPI=1
 
 test: $(STAMP)
 	scripts/ensure_postgres.sh
-	RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 RELAXTUNE_TEST_REQUIRE_CHROMIUM=1 RELAXTUNE_TEST_REQUIRE_TMPFS=$(REQUIRE_TMPFS) RELAXTUNE_TEST_REQUIRE_PYPI=1 $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+ifeq ($(TEST_WORKERS),1)
+	$(TEST_ENV) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+else
+	$(TEST_ENV) $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadgroup -m "not one_process" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -ra -m one_process $(PYTEST_ARGS)
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         "the work is mostly CPU under one GIL, so more threads add contention, not throughput "
         "(raise it for a remote database with high latency)",
     )
+    warm_up_dashboards: bool = Field(
+        True,
+        description="load plotly.js, scikit-learn and the page templates in a background "
+        "thread at startup, so that the first dashboard request does not wait for them",
+    )
 
     # Per-tenant limits, checked when a job is submitted.
     max_trials: int = Field(256, gt=0, description="largest budget.trials of one job")

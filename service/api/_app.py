@@ -91,13 +91,16 @@ def create_app(
         # request than they overlap (bench/api_load.py): cap them at settings.api_threads.
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         # plotly.js and scikit-learn load in the background, not in the first dashboard request
-        app.state.dashboards_warming = True  # pages wait for it (see routers/dashboards.py)
-        threading.Thread(
-            target=_warm_up_dashboards,
-            args=(app.state.dashboards_warm,),
-            name="dashboard-warm-up",
-            daemon=True,
-        ).start()
+        if settings.warm_up_dashboards:
+            app.state.dashboards_warming = True  # pages wait for it (routers/dashboards.py)
+            threading.Thread(
+                target=_warm_up_dashboards,
+                args=(app.state.dashboards_warm,),
+                name="dashboard-warm-up",
+                daemon=True,
+            ).start()
+        else:
+            app.state.dashboards_warm.set()
         yield
         if owns_store:
             job_store.close()

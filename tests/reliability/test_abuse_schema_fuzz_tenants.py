@@ -15,12 +15,17 @@ import tempfile
 from pathlib import Path
 
 import hypothesis
+import pytest
 import schemathesis
 
 from service.api import create_app
 from service.artifacts import best_dir
 from service.settings import Settings
 from service.store import JobStore
+
+# schemathesis reports one result per API operation under one test id, which pytest-xdist
+# cannot relay: `make test` runs these in a process of their own (Makefile)
+pytestmark = pytest.mark.one_process
 
 _TMP = tempfile.TemporaryDirectory(prefix="relaxtune-fuzz-tenants-")
 _ROOT = Path(_TMP.name)
@@ -34,7 +39,11 @@ _BOB_JOB = _STORE.create_job(
 ).id
 _STORE.claim_next("w")
 _STORE.finish(_BOB_JOB, "succeeded", best={"note": _MARKER})
-_SETTINGS = Settings(db=_STORE.url, artifacts=_ROOT / "artifacts", max_body_bytes=8192)
+# no warm-up thread: schemathesis starts the app while pytest is still importing (and
+# compiling) test modules, and CPython 3.11's compiler is not safe to run in two threads
+_SETTINGS = Settings(
+    db=_STORE.url, artifacts=_ROOT / "artifacts", max_body_bytes=8192, warm_up_dashboards=False
+)
 _FOLDER = best_dir(_SETTINGS.artifacts, _BOB_JOB)
 _FOLDER.mkdir(parents=True)
 for _name in ("config.json", "metrics.json", "certificate.json"):

@@ -44,7 +44,9 @@ def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
 def pg_admin(missing: Any) -> Iterator[sa.Engine]:
     """An AUTOCOMMIT engine on the PostgreSQL test server (``missing("PG", …)`` when it is
     unreachable: skip, or fail under ``RELAXTUNE_TEST_REQUIRE_PG=1``)."""
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: tests/reliability/test_faults_db_outage.py restarts the server, which closes
+    # the pooled connections of this session-long engine
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))

@@ -11,11 +11,16 @@ import tempfile
 from pathlib import Path
 
 import hypothesis
+import pytest
 import schemathesis
 
 from service.api import create_app
 from service.settings import Settings
 from service.store import JobStore
+
+# schemathesis reports one result per API operation under one test id, which pytest-xdist
+# cannot relay: `make test` runs these in a process of their own (Makefile)
+pytestmark = pytest.mark.one_process
 
 _TMP = tempfile.TemporaryDirectory(prefix="relaxtune-fuzz-")
 _STORE = JobStore(f"sqlite:///{Path(_TMP.name) / 'jobs.db'}")
@@ -23,7 +28,14 @@ _STORE.upgrade()
 _TOKEN = _STORE.create_token("alice")
 _STORE.create_job("alice", {"objective": {"metric": "val_accuracy", "mode": "max"}}, "seed")
 _APP = create_app(
-    Settings(db=_STORE.url, artifacts=Path(_TMP.name) / "artifacts", max_body_bytes=4096),
+    # no warm-up thread: schemathesis starts the app while pytest is still importing (and
+    # compiling) test modules, and CPython 3.11's compiler is not safe to run in two threads
+    Settings(
+        db=_STORE.url,
+        artifacts=Path(_TMP.name) / "artifacts",
+        max_body_bytes=4096,
+        warm_up_dashboards=False,
+    ),
     _STORE,
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
