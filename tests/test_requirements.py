@@ -46,7 +46,9 @@ def test_unknown_requirement_is_an_error() -> None:
         missing("GPU", "no GPU")
 
 
-def _make_test_command(*overrides: str) -> str:
+def _make_test_commands(*overrides: str) -> list[str]:
+    """The pytest command lines of ``make -n test`` (the parallel part and the one-process
+    part; with ``TEST_WORKERS=1``, one line)."""
     if shutil.which("make") is None:
         pytest.fail("make is not installed: `make test` is how the suite runs")
     done = subprocess.run(
@@ -58,19 +60,27 @@ def _make_test_command(*overrides: str) -> str:
         env={k: v for k, v in os.environ.items() if not k.startswith("REQUIRE_")},
     )
     assert done.returncode == 0, done.stderr
-    (line,) = [line for line in done.stdout.splitlines() if "-m pytest" in line]
-    return line
+    lines = [line for line in done.stdout.splitlines() if "-m pytest" in line]
+    assert lines, done.stdout
+    return lines
 
 
 def test_make_test_requires_everything_and_prints_skips() -> None:
-    command = _make_test_command()
-    for name in REQUIREMENTS:
-        assert f"RELAXTUNE_TEST_REQUIRE_{name}=1 " in command, (name, command)
-    # the skip summary: -r with "s" (skipped) or "a" (everything but passes) in its letters
-    report_chars = re.findall(r"\s-r([a-zA-Z]+)", command)
-    assert report_chars and set(report_chars[-1]) & {"s", "a"}, command
+    parallel, one_process = _make_test_commands()
+    # the two parts together are the whole suite: one leaves out exactly what the other runs
+    assert '-m "not one_process"' in parallel and "-n 2" in parallel, parallel
+    assert "-m one_process" in one_process, one_process
+    (single,) = _make_test_commands("TEST_WORKERS=1")
+    assert "one_process" not in single and " -n " not in single, single
+    for command in (parallel, one_process, single):
+        for name in REQUIREMENTS:
+            assert f"RELAXTUNE_TEST_REQUIRE_{name}=1 " in command, (name, command)
+        # the skip summary: -r with "s" (skipped) or "a" (everything but passes) in its letters
+        report_chars = re.findall(r"\s-r([a-zA-Z]+)", command)
+        assert report_chars and set(report_chars[-1]) & {"s", "a"}, command
     # where a tmpfs cannot be mounted, that one switch can be turned off explicitly
-    assert "RELAXTUNE_TEST_REQUIRE_TMPFS=0 " in _make_test_command("REQUIRE_TMPFS=0")
+    for command in _make_test_commands("REQUIRE_TMPFS=0"):
+        assert "RELAXTUNE_TEST_REQUIRE_TMPFS=0 " in command
 
 
 def _skip_calls(path: Path) -> list[str]:

@@ -117,7 +117,8 @@ def test_search_on_postgres_writes_every_trial(pg_url: str, tmp_path: Path) -> N
     job = store.claim(store.create_job("alice", SEARCH, SEARCH["name"]).id, "pytest")
     if ray.is_initialized():  # a Ray left by another module would not have our CPUs
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of its own, never another test's (or a benchmark's) on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = run_search(parse_spec(SEARCH), job.id, pg_url, tmp_path / "art")
     finally:

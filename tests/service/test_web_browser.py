@@ -156,6 +156,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "RELAXTUNE_DB": store.url,
         "RELAXTUNE_ARTIFACTS": str(tmp / "artifacts"),
         "RELAXTUNE_DASHBOARD_REFRESH_S": "1",
+        # uvicorn writes its access log to stdout, a file here: unbuffered, so that the log
+        # read after browsing holds every request
+        "PYTHONUNBUFFERED": "1",
     }
     with open(log_path, "w") as log:
         process = subprocess.Popen(
