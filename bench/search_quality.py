@@ -234,7 +234,7 @@ def summarise(task: str, result: dict[str, Any]) -> tuple[str, float | None]:
             ]
         )
     improvement = None
-    if "test_mean" in presets["baseline"] and "test_mean" in presets["relax"]:
+    if "test_mean" in presets["baseline"] and "test_mean" in presets.get("relax", {}):
         base, relax = presets["baseline"]["test_mean"], presets["relax"]["test_mean"]
         improvement = (base - relax) / base
         med_b = statistics.median(r["test"] for r in presets["baseline"]["retrain"])
@@ -302,9 +302,19 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="CPUs for Ray and retraining")
     parser.add_argument(
+        "--presets",
+        default=",".join(PRESETS),
+        help=f"comma-separated, baseline first (default {','.join(PRESETS)})",
+    )
+    parser.add_argument(
         "--trials", type=int, default=None, help="trials per search (default 8; quick 2)"
     )
     args = parser.parse_args()
+    global PRESETS
+    chosen_presets = tuple(p for p in args.presets.split(",") if p)
+    if chosen_presets[:1] != ("baseline",) or not set(chosen_presets) <= set(PRESETS):
+        parser.error(f"--presets: baseline first, then any of {', '.join(PRESETS[1:])}")
+    PRESETS = chosen_presets
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -345,6 +355,8 @@ def main() -> None:
     name = "search_quality" + (f"_{args.trials}trials" if args.trials else "")
     if args.tasks:  # a subset of the tasks must not overwrite the full run's file
         name += "_" + "_".join(tasks)
+    if args.presets != parser.get_default("presets"):  # nor a subset of the presets
+        name += "_" + "_".join(PRESETS)
     save_results(name, figures, args.quick)
     for task in tasks:
         imp = improvements[task]
