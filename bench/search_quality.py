@@ -290,6 +290,7 @@ def _paired_lines(task: str, presets: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    global PRESETS  # --presets narrows the module's list for run_task and summarise
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (about a minute)")
     parser.add_argument(
@@ -310,7 +311,6 @@ def main() -> None:
         "--trials", type=int, default=None, help="trials per search (default 8; quick 2)"
     )
     args = parser.parse_args()
-    global PRESETS
     chosen_presets = tuple(p for p in args.presets.split(",") if p)
     if chosen_presets[:1] != ("baseline",) or not set(chosen_presets) <= set(PRESETS):
         parser.error(f"--presets: baseline first, then any of {', '.join(PRESETS[1:])}")
