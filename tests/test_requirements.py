@@ -66,11 +66,11 @@ def _make_test_commands(*overrides: str) -> list[str]:
 
 
 def test_make_test_requires_everything_and_prints_skips() -> None:
-    parallel, one_process = _make_test_commands()
+    parallel, one_process = _make_test_commands("TEST_WORKERS=2")
     # the two parts together are the whole suite: one leaves out exactly what the other runs
     assert '-m "not one_process"' in parallel and "-n 2" in parallel, parallel
     assert "-m one_process" in one_process, one_process
-    (single,) = _make_test_commands("TEST_WORKERS=1")
+    (single,) = _make_test_commands()
     assert "one_process" not in single and " -n " not in single, single
     for command in (parallel, one_process, single):
         for name in REQUIREMENTS:
@@ -79,7 +79,7 @@ def test_make_test_requires_everything_and_prints_skips() -> None:
         report_chars = re.findall(r"\s-r([a-zA-Z]+)", command)
         assert report_chars and set(report_chars[-1]) & {"s", "a"}, command
     # where a tmpfs cannot be mounted, that one switch can be turned off explicitly
-    for command in _make_test_commands("REQUIRE_TMPFS=0"):
+    for command in _make_test_commands("REQUIRE_TMPFS=0", "TEST_WORKERS=2"):
         assert "RELAXTUNE_TEST_REQUIRE_TMPFS=0 " in command
 
 
