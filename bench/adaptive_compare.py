@@ -16,9 +16,9 @@ paired t interval of ``service/_gain_stats.py``::
     nice .venv/bin/python bench/adaptive_compare.py --seeds 1 2 3 --epochs 20
     nice .venv/bin/python bench/adaptive_compare.py --task rotated_mnist --seeds 1 2 3 4 5
 
-Sizes: N-body as below (``SIZE``), 20 epochs by default; rotated MNIST the C8 steerable CNN
-(width 8, depth 3) on 2000 / 1000 / 1000 digits, 6 epochs by default: the sizes of
-``bench/search_quality.py``.
+Sizes (``SIZES``; ``--quick``: ``bench/reproduce.py``'s tiny ones): N-body as there, 20
+epochs by default; rotated MNIST the C8 steerable CNN (width 8, depth 3) on 2000 / 1000 /
+1000 digits, 6 epochs by default: the sizes of ``bench/search_quality.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ from typing import Any
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
 from _common import difference_line, machine, table
-from reproduce import QUANTITY, TUNED_OPTIMISER, paper_recipe, prepare_data, run_one
+from reproduce import (
+    QUANTITY,
+    QUICK_SIZES,
+    TUNED_OPTIMISER,
+    paper_recipe,
+    prepare_data,
+    run_one,
+)
 
 TASKS = ("nbody", "rotated_mnist")
 SIZES: dict[str, dict[str, Any]] = {
@@ -44,19 +51,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "data": {"train_size": 2000, "val_size": 1000, "test_size": 1000},
     },
 }
-QUICK_SIZES: dict[str, dict[str, Any]] = {
-    "nbody": {
-        "model": {"hidden": 16, "layers": 2, "vector_channels": 2},
-        "data": {"train_size": 96, "val_size": 64, "test_size": 64},
-    },
-    "rotated_mnist": {
-        "model": {"group": "C4", "width": 4, "depth": 2, "head_hidden": 16},
-        "data": {"train_size": 320, "val_size": 64, "test_size": 100},
-    },
-}
 EPOCHS = {"nbody": 20, "rotated_mnist": 6}
-#: kept as the N-body names for the earlier results' readers
-SIZE, QUICK_SIZE = SIZES["nbody"], QUICK_SIZES["nbody"]
 RECIPES = ("standard", "paper", "adaptive")
 PAIRS = (("paper", "standard"), ("adaptive", "standard"), ("adaptive", "paper"))
 
