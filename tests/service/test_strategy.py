@@ -280,7 +280,13 @@ def test_killed_in_stage_2_resumes_in_stage_2(tmp_path: Path) -> None:
         t.number: t.value for t in _stage(before, 2) if t.state == TrialState.COMPLETE
     }
     running_before = [t.number for t in _stage(before, 2) if t.state == TrialState.RUNNING]
-    assert len(first_before) == 2 and finished_before and running_before
+    # a trial with a reported epoch has saved its state; one that has just started may not
+    trained_before = {
+        t.number
+        for t in _stage(before, 2)
+        if t.state == TrialState.RUNNING and t.intermediate_values
+    }
+    assert len(first_before) == 2 and finished_before and trained_before
 
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -299,7 +305,8 @@ def test_killed_in_stage_2_resumes_in_stage_2(tmp_path: Path) -> None:
         (again,) = [t for t in trials if t.user_attrs.get("requeued_from") == number]
         assert again.user_attrs["stage"] == 2 and again.state == TrialState.COMPLETE
         assert again.params == by_number[number].params
-        assert "resume_from" in again.user_attrs
+        if number in trained_before:
+            assert "resume_from" in again.user_attrs
     # stage 2 kept stage 1's optimiser throughout, and used exactly its budget
     second = _stage(trials, 2)
     for t in second:
