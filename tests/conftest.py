@@ -43,29 +43,3 @@ def missing(name: str, why: str) -> NoReturn:
 def missing_fixture() -> Callable[[str, str], NoReturn]:
     """:func:`missing`, for tests and fixtures of any scope."""
     return missing
-
-
-#: fixtures that reach the PostgreSQL server (tests/service/conftest.py)
-POSTGRES_FIXTURES = {"pg_admin", "pg_databases"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test TEST_WORKERS=2``: ``-n 2 --dist loadgroup``), what runs
-    where.
-
-    Each test file is one group, so it runs whole on one worker and its module-scoped fixtures
-    (a local Ray, a browser, a template database) are set up once. The files that reach the
-    PostgreSQL server share one group, so they never run at the same time: one of them stops
-    the whole server for a few seconds (``tests/reliability/test_faults_db_outage.py``).
-    """
-    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist") == "no":
-        return
-    postgres_files = {
-        item.nodeid.split("::")[0]
-        for item in items
-        if item.get_closest_marker("postgres") or POSTGRES_FIXTURES & set(item.fixturenames)
-    }
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        group = "postgresql" if path in postgres_files else path
-        item.add_marker(pytest.mark.xdist_group(group))

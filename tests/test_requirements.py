@@ -46,6 +46,10 @@ def test_unknown_requirement_is_an_error() -> None:
         missing("GPU", "no GPU")
 
 
+#: what a make that runs this suite passes to the makes it starts
+MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TEST_WORKERS"}
+
+
 def _make_test_commands(*overrides: str) -> list[str]:
     """The pytest command lines of ``make -n test`` (the parallel part and the one-process
     part; with ``TEST_WORKERS=1``, one line)."""
@@ -57,7 +61,12 @@ def _make_test_commands(*overrides: str) -> list[str]:
         capture_output=True,
         text=True,
         timeout=30,
-        env={k: v for k, v in os.environ.items() if not k.startswith("REQUIRE_")},
+        # a `make test TEST_WORKERS=2` around this test passes its variables down in MAKEFLAGS
+        env={
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("REQUIRE_") and k not in MAKE_VARIABLES
+        },
     )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if "-m pytest" in line]
@@ -69,6 +78,9 @@ def test_make_test_requires_everything_and_prints_skips() -> None:
     parallel, one_process = _make_test_commands("TEST_WORKERS=2")
     # the two parts together are the whole suite: one leaves out exactly what the other runs
     assert '-m "not one_process"' in parallel and "-n 2" in parallel, parallel
+    # each file whole on one process: its module-scoped fixtures (a local Ray, a browser, a
+    # server whose log a later test reads) are made once
+    assert "--dist loadfile" in parallel, parallel
     assert "-m one_process" in one_process, one_process
     (single,) = _make_test_commands()
     assert "one_process" not in single and " -n " not in single, single

@@ -37,7 +37,9 @@ from service.settings import Settings
 from service.store import JobStore
 from service.study import progress_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# one_process: it stops the whole PostgreSQL server, so under `make test TEST_WORKERS=2` it
+# runs after the parallel part, when no other test can be using that server (Makefile)
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.one_process]
 
 PG_URL = os.environ.get(
     "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
