@@ -32,8 +32,9 @@ run: $(STAMP)
 # a tmpfs needs root with CAP_SYS_ADMIN: elsewhere run `make test REQUIRE_TMPFS=0`.
 REQUIRE_TMPFS ?= 1
 # TEST_WORKERS=N (N > 1) spreads the suite over N pytest processes (pytest-xdist), each test
-# file whole on one process (--dist loadfile), then runs the few files marked one_process
-# alone in one process (pyproject.toml says why a file is).
+# file whole on one process (--dist loadfile), the files with slow tests handed out first
+# (tests/conftest.py), then runs the few files marked one_process alone in one process
+# (pyproject.toml says why a file is).
 # The default runs everything in one process: a two-process run has lost a worker process
 # once, unexplained (README, "Tests").
 TEST_WORKERS ?= 1
@@ -45,7 +46,7 @@ test: $(STAMP)
 ifeq ($(TEST_WORKERS),1)
 	$(TEST_ENV) $(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 else
-	$(TEST_ENV) $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadfile -m "not one_process" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not one_process" $(PYTEST_ARGS)
 	$(TEST_ENV) $(BIN)/python -m pytest -ra -m one_process $(PYTEST_ARGS)
 endif
 

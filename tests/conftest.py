@@ -43,3 +43,14 @@ def missing(name: str, why: str) -> NoReturn:
 def missing_fixture() -> Callable[[str, str], NoReturn]:
     """:func:`missing`, for tests and fixtures of any scope."""
     return missing
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``make test TEST_WORKERS=2`` (pytest-xdist workers handing out whole files in
+    collection order: ``--dist loadfile --no-loadscope-reorder``), the files that hold slow
+    tests come first, so that the long tests do not meet at the end with one process idle.
+    A plain ``pytest`` run keeps pytest's order."""
+    if not hasattr(config, "workerinput"):  # not a pytest-xdist worker
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept
