@@ -31,13 +31,11 @@ run: $(STAMP)
 # Tests that need something missing here fail instead of skipping (tests/conftest.py). Mounting
 # a tmpfs needs root with CAP_SYS_ADMIN: elsewhere run `make test REQUIRE_TMPFS=0`.
 REQUIRE_TMPFS ?= 1
-# TEST_WORKERS=N (N > 1) spreads the suite over N pytest processes (pytest-xdist), each test
-# file whole on one process (--dist loadfile), the files with slow tests handed out first
-# (tests/conftest.py), then runs the few files marked one_process alone in one process
-# (pyproject.toml says why a file is).
-# The default runs everything in one process: a two-process run has lost a worker process
-# once, unexplained (README, "Tests").
-TEST_WORKERS ?= 1
+# The suite runs on TEST_WORKERS pytest processes (pytest-xdist), each test file whole on one
+# process (--dist loadfile), the files with slow tests handed out first (tests/conftest.py),
+# then the few files marked one_process alone in one process (pyproject.toml says why a file
+# is). TEST_WORKERS=1 runs everything in one process, in pytest's order.
+TEST_WORKERS ?= 2
 
 TEST_ENV := RELAXTUNE_TEST_REQUIRE_PG=1 RELAXTUNE_TEST_REQUIRE_COMPOSE=1 RELAXTUNE_TEST_REQUIRE_CHROMIUM=1 RELAXTUNE_TEST_REQUIRE_TMPFS=$(REQUIRE_TMPFS) RELAXTUNE_TEST_REQUIRE_PYPI=1
 

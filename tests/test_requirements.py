@@ -75,6 +75,8 @@ def _make_test_commands(*overrides: str) -> list[str]:
 
 
 def test_make_test_requires_everything_and_prints_skips() -> None:
+    # the default: two processes, then the one-process part
+    assert _make_test_commands() == _make_test_commands("TEST_WORKERS=2")
     parallel, one_process = _make_test_commands("TEST_WORKERS=2")
     # the two parts together are the whole suite: one leaves out exactly what the other runs
     assert '-m "not one_process"' in parallel and "-n 2" in parallel, parallel
@@ -82,7 +84,7 @@ def test_make_test_requires_everything_and_prints_skips() -> None:
     # server whose log a later test reads) are made once
     assert "--dist loadfile" in parallel, parallel
     assert "-m one_process" in one_process, one_process
-    (single,) = _make_test_commands()
+    (single,) = _make_test_commands("TEST_WORKERS=1")
     assert "one_process" not in single and " -n " not in single, single
     for command in (parallel, one_process, single):
         for name in REQUIREMENTS:
