@@ -1,7 +1,7 @@
 """More jobs than fit at once, from two tenants, on a multi-node Ray cluster.
 
-``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU worker nodes (as in
-``tests/service/test_ray_cluster.py``). One ``relaxtune controller --ray-address …`` (scale
+``ray.cluster_utils.Cluster``: a head with no CPUs and two one-CPU worker nodes (the
+``cluster`` fixture of ``tests/conftest.py``). One ``relaxtune controller --ray-address …`` (scale
 mode: it joins the cluster, it starts no Ray of its own) schedules five jobs, each
 ``max_concurrent: 1`` with 1 CPU per trial, so two fit at once: tenant ``a`` submits three,
 then tenant ``b`` two. Checked, from what the test polls while they run and from the jobs'
@@ -23,7 +23,6 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,23 +48,6 @@ SPEC = tiny_spec(budget={"trials": 2, "epochs": 1, "max_concurrent": 1})
 #: a queued job starts within this long of a running one ending (the controller polls every
 #: 0.2 s; the ended job's driver still shuts its Ray connection down before it exits)
 START_AFTER_FREE_S = 20.0
-
-
-@pytest.fixture
-def cluster() -> Iterator[Any]:
-    """Head (0 CPUs) + two worker nodes (1 CPU each); always shut down, even on failure.
-    This process does not connect: only the controller and its drivers do."""
-    from ray.cluster_utils import Cluster
-
-    small = {"object_store_memory": 80 * 1024 * 1024, "include_dashboard": False}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **small})
-    try:
-        for _ in range(2):
-            c.add_node(num_cpus=1, **small)
-        c.wait_for_nodes()
-        yield c
-    finally:
-        c.shutdown()
 
 
 def _max_overlap(intervals: list[tuple[float, float]]) -> int:

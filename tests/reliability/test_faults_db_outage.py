@@ -13,7 +13,6 @@ the server or ``pg_ctlcluster`` is not available, unless ``RELAXTUNE_TEST_REQUIR
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import threading
@@ -41,9 +40,6 @@ from service.study import progress_of
 # runs after the parallel part, when no other test can be using that server (Makefile)
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.one_process]
 
-PG_URL = os.environ.get(
-    "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 OUTAGE_S = 4.0
 
 
@@ -61,28 +57,15 @@ def _ctl(action: str) -> None:
 
 
 @pytest.fixture
-def pg_url(missing: Any) -> Iterator[str]:
+def pg_url(missing: Any, pg_databases: Any) -> Iterator[str]:
+    """A database of its own (``tests/conftest.py``), dropped once the server is back up."""
     if _cluster() is None:
         missing("PG", "pg_ctlcluster is not available")
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        missing("PG", f"PostgreSQL unreachable at {PG_URL}: {exc.orig}")
-    name = f"relaxtune_outage_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        wait_for(_server_up, 60, "PostgreSQL to accept connections again")
-        admin.dispose()
-        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_databases("relaxtune_outage") as url:
+        try:
+            yield url
+        finally:
+            wait_for(_server_up, 60, "PostgreSQL to accept connections again")
 
 
 @pytest.fixture(scope="module", autouse=True)

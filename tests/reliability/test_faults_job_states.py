@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -246,11 +247,32 @@ def test_cancel_while_resuming_ends_cancelled_and_stays(env: dict[str, Any]) -> 
     assert client.delete(f"/v1/jobs/{job.id}").status_code == 409
 
 
+def _freeze_between_writes(proc: Any, db_file: Path) -> None:
+    """SIGSTOP ``proc``'s process group at a moment when none of it is writing to the SQLite
+    file ``db_file``. A process frozen inside a write transaction blocks every other writer
+    of an SQLite database until it wakes (the API's cancel would time out); the test is about
+    what a frozen controller can overwrite, not about that lock, which PostgreSQL
+    deployments do not share."""
+    for _ in range(100):
+        os.killpg(proc.pid, signal.SIGSTOP)
+        probe = sqlite3.connect(db_file, timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # fails while another connection is writing
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:  # frozen mid-write: let it finish, try again
+            os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    pytest.fail("the controller never paused outside a write to the job database")
+
+
 def test_a_frozen_controller_cannot_overwrite_the_cancel_another_recorded(
     env: dict[str, Any],
 ) -> None:
-    """The issue's overwrite, with two controllers: ctl-a freezes (SIGSTOP, with its Ray)
-    mid-trial; the job is cancelled; ctl-b's sweep finds ctl-a's heartbeat stale and records
+    """The overwrite this guards against, with two controllers: ctl-a freezes (SIGSTOP,
+    with its Ray) mid-trial; the job is cancelled; ctl-b's sweep finds ctl-a's heartbeat stale and records
     the cancel. When ctl-a wakes it stops the search, exports nothing and records nothing:
     the job stays ``cancelled``."""
     client, store, db = env["client"], env["store"], env["db"]
@@ -268,7 +290,7 @@ def test_a_frozen_controller_cannot_overwrite_the_cancel_another_recorded(
         "ctl-a's trial to report an epoch",
         period=0.1,
     )
-    os.killpg(first.pid, signal.SIGSTOP)  # frozen: the controller and its Ray
+    _freeze_between_writes(first, env["tmp"] / "jobs.db")  # the controller and its Ray
     try:
         assert client.delete(f"/v1/jobs/{job.id}").status_code == 202
         time.sleep(2.5)  # ctl-a's heartbeat goes stale

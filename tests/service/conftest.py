@@ -1,25 +1,16 @@
-"""Fixtures shared by the service tests: a throwaway SQLite job store per test, and throwaway
-PostgreSQL databases on the server named by ``RELAXTUNE_TEST_PG_URL``."""
+"""Fixtures shared by the service tests: a throwaway SQLite job store per test, and a headless
+browser (the throwaway PostgreSQL databases are in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import functools
-import os
-import secrets
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from service.store import JobStore
-
-PG_URL = os.environ.get(
-    "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(scope="module")
@@ -38,43 +29,6 @@ def store(template_db: Path, tmp_path: Path) -> Iterator[JobStore]:
     s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     yield s
     s.close()
-
-
-@pytest.fixture(scope="session")
-def pg_admin(missing: Any) -> Iterator[sa.Engine]:
-    """An AUTOCOMMIT engine on the PostgreSQL test server (``missing("PG", …)`` when it is
-    unreachable: skip, or fail under ``RELAXTUNE_TEST_REQUIRE_PG=1``)."""
-    # pre-ping: tests/reliability/test_faults_db_outage.py restarts the server, which closes
-    # the pooled connections of this session-long engine
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        missing("PG", f"PostgreSQL unreachable at {PG_URL}: {exc.orig}")
-    yield admin
-    admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg_databases(pg_admin: sa.Engine) -> Callable[..., AbstractContextManager[str]]:
-    """Throwaway PostgreSQL databases: ``with pg_databases() as url:`` a new, empty database,
-    dropped when the block ends."""
-    return functools.partial(_pg_database, pg_admin)
-
-
-@contextmanager
-def _pg_database(admin: sa.Engine, prefix: str = "relaxtune_test") -> Iterator[str]:
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            # FORCE: pooled connections (of Optuna storages, say) may still be open
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

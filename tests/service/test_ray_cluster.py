@@ -1,7 +1,8 @@
 """A real search on a multi-node Ray cluster: trials land on more than one worker node.
 
-``ray.cluster_utils.Cluster`` starts a head with no CPUs (nothing is scheduled there, as in
-the compose deployment) and two one-CPU worker nodes on this machine; ``run_search`` only gets
+``ray.cluster_utils.Cluster`` (the ``cluster`` fixture of ``tests/conftest.py``) starts a head
+with no CPUs (nothing is scheduled there, as in the compose deployment) and two one-CPU
+worker nodes on this machine; ``run_search`` only gets
 the cluster's address and a shared Ray storage path, as the controller does in scale mode.
 Nodes on one host share ``node_ip`` and ``hostname``, so the trainable reports its Ray node
 id (``node_id``) with every epoch and the test reads it back from Tune's ``result.json``.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -39,26 +39,6 @@ SPEC = {
     "scheduler": "none",
     "seed": 3,
 }
-
-
-@pytest.fixture
-def cluster() -> Iterator[object]:
-    """Head (0 CPUs) + two worker nodes (1 CPU each); always shut down, even on failure."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():  # another module's local Ray would be reused by run_search
-        ray.shutdown()
-    small = {"object_store_memory": 80 * 1024 * 1024, "include_dashboard": False}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **small})
-    try:
-        for _ in range(2):
-            c.add_node(num_cpus=1, **small)
-        c.wait_for_nodes()
-        yield c
-    finally:
-        ray.shutdown()  # the driver connection run_search opened
-        c.shutdown()  # stops the worker nodes, then the head
 
 
 def _results(storage: Path) -> list[dict]:

@@ -9,8 +9,6 @@ tests, except under ``RELAXTUNE_TEST_REQUIRE_PG=1`` (``make test``, CI), where t
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import threading
 import time
 from collections import Counter
@@ -30,9 +28,6 @@ from service.store import JobStore
 
 pytestmark = pytest.mark.postgres
 
-PG_URL = os.environ.get(
-    "RELAXTUNE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 # Four trials at once on two cores (half a CPU each): the driver records reports of several
 # running trials into PostgreSQL concurrently; ASHA prunes some, so PRUNED is written too.
@@ -59,50 +54,27 @@ JOB_SPEC = {
 }
 
 
-def admin_engine(url: str, missing: Any) -> sa.Engine:
-    """An AUTOCOMMIT engine on the server; ``missing("PG", …)`` (skip, or fail when
-    required) if unreachable."""
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        missing("PG", f"PostgreSQL unreachable at {url}: {exc.orig}")
-    return engine
-
-
 @pytest.fixture(scope="module")
-def pg_url(missing: Any) -> Iterator[str]:
+def pg_url(pg_databases: Any) -> Iterator[str]:
     """A fresh, upgraded database for this module; dropped afterwards."""
-    admin = admin_engine(PG_URL, missing)
-    name = f"relaxtune_scale_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with pg_databases("relaxtune_scale") as url:
         store = JobStore(url)
         store.upgrade()
         store.close()
         yield url
-    finally:
-        with admin.connect() as conn:
-            # FORCE: pooled connections of the search's storages may still be open
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_unreachable_server_fails_when_required(
-    missing: Any, monkeypatch: pytest.MonkeyPatch
+    pg_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``make test`` must not pass by skipping the PostgreSQL half."""
     dead = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"
     monkeypatch.setenv("RELAXTUNE_TEST_REQUIRE_PG", "1")
     with pytest.raises(pytest.fail.Exception, match="REQUIRE_PG"):
-        admin_engine(dead, missing)
+        pg_engine(dead)
     monkeypatch.delenv("RELAXTUNE_TEST_REQUIRE_PG")
     with pytest.raises(pytest.skip.Exception):
-        admin_engine(dead, missing)
+        pg_engine(dead)
 
 
 @pytest.mark.slow
