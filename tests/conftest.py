@@ -1,4 +1,6 @@
-"""What a test needs from the machine, and what happens when it is missing.
+"""What a test needs from the machine, and what happens when it is missing; the fixtures that
+reach outside this process (throwaway PostgreSQL databases, a multi-node Ray cluster); and
+the order in which ``make test``'s pytest-xdist processes take the files.
 
 A test that needs something outside the Python environment calls ``missing(NAME, why)`` when
 it is absent. That skips the test, unless ``RELAXTUNE_TEST_REQUIRE_<NAME>`` is set (to
